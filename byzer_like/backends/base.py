@@ -1,0 +1,119 @@
+"""The ``Backend`` base class: the one interface every engine and SaaS proxy implements.
+
+A backend works at the level of typed requests (``protocol.py``), not raw prompts. Construction is sync and does
+no I/O; ``start()`` loads the engine inside the worker actor. Streams are async generators of ``Chunk``.
+
+Example:
+    >>> class Upper(Backend):
+    ...     async def chat(self, req):
+    ...         yield Chunk(text=req.messages[-1].text().upper(), finish_reason="stop")
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, AsyncIterator, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from byzer_like.errors import InvalidSpecError, UnsupportedError
+from byzer_like.protocol import ChatRequest, Chunk, CompletionRequest, EmbeddingRequest, EmbeddingResponse, SamplingParams
+from byzer_like.spec import DeploySpec
+
+
+class EngineOptions(BaseModel):
+    """Base of each backend's options model: unknown keys are errors, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Backend(abc.ABC):
+    """One engine instance inside one worker actor.
+
+    Class attributes describe the backend to the layers above: its options model, the sampling parameters it
+    honours, its default concurrency and default CPUs per worker.
+
+    Args:
+        spec: The resolved deployment spec.
+        index: This worker's index in the pool.
+    """
+
+    options_model: ClassVar[type[EngineOptions]] = EngineOptions
+    supported_params: ClassVar[frozenset[str]] = frozenset()
+    default_concurrency: ClassVar[int] = 1
+    default_cpus: ClassVar[float] = 1.0
+
+    def __init__(self, spec: DeploySpec, index: int = 0) -> None:
+        self.spec = spec
+        self.index = index
+        self.options = self.parse_options(spec)
+
+    @classmethod
+    def parse_options(cls, spec: DeploySpec) -> EngineOptions:
+        """Validate ``spec.backend.engine_kwargs`` against this backend's options model.
+
+        Raises:
+            InvalidSpecError: naming the first bad option and what to do.
+        """
+        try:
+            return cls.options_model.model_validate(spec.backend.engine_kwargs)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            name = ".".join(str(part) for part in err["loc"]) or "infer_params"
+            if err["type"] == "extra_forbidden":
+                known = ", ".join(sorted(cls.options_model.model_fields)) or "none"
+                message = (f"infer_params '{name}' is not an option of the {spec.backend.registry_key} backend; "
+                           f"its options: {known}")
+            else:
+                message = f"infer_params '{name}': {err['msg']} (got {err['input']!r})"
+            raise InvalidSpecError(message, param=name) from None
+
+    @classmethod
+    def prepare_spec(cls, spec: DeploySpec) -> DeploySpec:
+        """Check the spec before any actor starts and fill what the backend defaults (e.g. the model path).
+
+        Returns:
+            The spec to deploy (the input itself when nothing needs filling).
+
+        Raises:
+            InvalidSpecError: when the spec cannot work with this backend.
+        """
+        cls.parse_options(spec)
+        return spec
+
+    def check_params(self, req: SamplingParams) -> None:
+        """Reject sampling parameters this backend cannot honour.
+
+        Raises:
+            UnsupportedError: naming the parameter.
+        """
+        unsupported = sorted(req.set_params() - self.supported_params)
+        if unsupported:
+            raise UnsupportedError(
+                f"parameter '{unsupported[0]}' is not supported by the {self.spec.backend.registry_key} backend; "
+                "remove it from the request", param=unsupported[0])
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Load the engine. Called once inside the worker actor."""
+
+    @abc.abstractmethod
+    def chat(self, req: ChatRequest) -> AsyncIterator[Chunk]:
+        """Stream the answer to a chat request."""
+
+    def complete(self, req: CompletionRequest) -> AsyncIterator[Chunk]:
+        """Stream a plain completion of ``req.prompt``."""
+        raise UnsupportedError(f"{self.spec.backend.registry_key} does not support text completion", param="prompt")
+
+    async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
+        """Embed texts, keeping their order."""
+        raise UnsupportedError(f"{self.spec.backend.registry_key} does not support embeddings", param="input")
+
+    async def check_health(self) -> None:  # noqa: B027 - optional hook
+        """Raise if the engine is unusable."""
+
+    async def shutdown(self) -> None:  # noqa: B027 - optional hook
+        """Release the engine's resources."""
+
+    def describe(self) -> dict[str, Any]:
+        """Facts about the loaded engine for ``stat`` (model file, threads, ...)."""
+        return {}

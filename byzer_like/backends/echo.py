@@ -1,0 +1,74 @@
+"""A no-op engine that echoes the last user message word by word.
+
+It serves plumbing tests and the router benchmark (``custom/echo``): everything above the backend — router, queue,
+stat, client, CLI, gateway — runs for real, with no model cost. Its options can add per-token delay or inject
+failures, so fault paths are testable without a real engine failing on cue.
+
+Example:
+    byzer-like deploy --pretrained_model_type custom/echo --model echo --infer_params token_delay_s=0.01
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator, ClassVar
+
+from pydantic import Field
+
+from byzer_like.backends.base import Backend, EngineOptions
+from byzer_like.errors import BackendError, ModelLoadError
+from byzer_like.protocol import ChatRequest, Chunk, CompletionRequest, EmbeddingRequest, EmbeddingResponse, Usage
+
+
+class EchoOptions(EngineOptions):
+    """Options of the echo backend."""
+
+    token_delay_s: float = Field(default=0.0, ge=0, description="Sleep before each streamed word.")
+    load_error: str | None = Field(default=None, description="If set, start() fails with this message.")
+    fail_marker: str | None = Field(default=None, description="A request containing this text fails mid-stream.")
+
+
+class EchoBackend(Backend):
+    """Echoes the last message back, one word per chunk."""
+
+    options_model: ClassVar[type[EngineOptions]] = EchoOptions
+    supported_params = frozenset({"max_tokens", "temperature", "top_p", "top_k", "seed", "stop"})
+    default_concurrency = 64
+    default_cpus = 0.01
+    options: EchoOptions
+
+    async def start(self) -> None:
+        """Fail on purpose when ``load_error`` is set."""
+        if self.options.load_error:
+            raise ModelLoadError(self.options.load_error)
+
+    async def chat(self, req: ChatRequest) -> AsyncIterator[Chunk]:
+        """Echo the last message's text."""
+        self.check_params(req)
+        async for chunk in self._echo(req.messages[-1].text(), req.max_tokens):
+            yield chunk
+
+    async def complete(self, req: CompletionRequest) -> AsyncIterator[Chunk]:
+        """Echo the prompt."""
+        self.check_params(req)
+        async for chunk in self._echo(req.prompt, req.max_tokens):
+            yield chunk
+
+    async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
+        """A deterministic 4-dim vector per text (length, vowels, spaces, first char)."""
+        vectors = [[float(len(t)), float(sum(c in "aeiou" for c in t)), float(t.count(" ")), float(ord(t[:1] or "\0"))]
+                   for t in req.input]
+        return EmbeddingResponse(embeddings=vectors, usage=Usage(prompt_tokens=sum(len(t.split()) for t in req.input)))
+
+    async def _echo(self, text: str, max_tokens: int | None) -> AsyncIterator[Chunk]:
+        words = text.split(" ")
+        limit = len(words) if max_tokens is None else min(max_tokens, len(words))
+        marker = self.options.fail_marker
+        for i, word in enumerate(words[:limit]):
+            if self.options.token_delay_s:
+                await asyncio.sleep(self.options.token_delay_s)
+            if marker and i == 1 and marker in text:
+                raise BackendError(f"echo backend failed on purpose (fail_marker '{marker}')")
+            yield Chunk(text=word if i == 0 else " " + word)
+        finish = "length" if limit < len(words) else "stop"
+        yield Chunk(finish_reason=finish, usage=Usage(prompt_tokens=len(words), completion_tokens=limit))

@@ -1,0 +1,73 @@
+"""Backend registry: name -> ``"module:Class"``, resolved lazily.
+
+Lazy resolution keeps ``import byzer_like`` free of torch, vllm and llama_cpp, and lets each Ray worker import its
+own backend class.
+
+Example:
+    >>> resolve_backend("llama_cpp")  # doctest: +SKIP
+    <class 'byzer_like.backends.llama_cpp.LlamaCppBackend'>
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from byzer_like.backends.base import Backend
+from byzer_like.errors import InvalidSpecError
+from byzer_like.spec import DeploySpec, ResourceSpec
+
+_REGISTRY: dict[str, str] = {
+    "llama_cpp": "byzer_like.backends.llama_cpp:LlamaCppBackend",
+    "custom/echo": "byzer_like.backends.echo:EchoBackend",
+}
+
+
+def register_backend(name: str, target: str) -> None:
+    """Register a backend class under ``name``.
+
+    Args:
+        name: The registry key (see ``BackendSpec.registry_key``).
+        target: ``"package.module:ClassName"``.
+    """
+    _REGISTRY[name] = target
+
+
+def registered_names() -> list[str]:
+    """All registered backend names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def resolve_backend(name: str) -> type[Backend]:
+    """Import and return the backend class registered as ``name``.
+
+    Raises:
+        InvalidSpecError: if no backend has that name; the message lists the registered ones.
+    """
+    target = _REGISTRY.get(name)
+    if target is None:
+        raise InvalidSpecError(
+            f"no backend named '{name}'; registered backends: {', '.join(registered_names())}",
+            param="pretrained_model_type")
+    module_name, class_name = target.split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def resolve_spec(spec: DeploySpec) -> DeploySpec:
+    """Validate ``spec`` against its backend and fill the backend's defaults (concurrency, CPUs).
+
+    This runs at the edge, before any actor starts.
+
+    Raises:
+        InvalidSpecError: on an unknown backend, bad engine options or an unusable model path.
+    """
+    backend_cls = resolve_backend(spec.backend.registry_key)
+    spec = backend_cls.prepare_spec(spec)
+    res = spec.resources
+    resources = ResourceSpec(
+        num_workers=res.num_workers,
+        worker_concurrency=res.worker_concurrency or backend_cls.default_concurrency,
+        cpus_per_worker=res.cpus_per_worker or backend_cls.default_cpus,
+        gpus_per_worker=res.gpus_per_worker,
+        custom_resources=res.custom_resources,
+    )
+    return spec.model_copy(update={"resources": resources})

@@ -1,0 +1,64 @@
+"""``chat`` (streams to the terminal) and byzerllm's ``query``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from byzer_like.cli.options import connect_cli, ray_address_option
+
+
+def _messages(text: str, system: str | None) -> list[dict[str, str]]:
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+
+
+def _params(max_tokens: int | None, temperature: float | None) -> dict[str, Any]:
+    return {k: v for k, v in {"max_tokens": max_tokens, "temperature": temperature}.items() if v is not None}
+
+
+def _sampling_options(func: Any) -> Any:
+    func = click.option("--system", help="A system prompt.")(func)
+    func = click.option("--max-tokens", "--max_tokens", "max_tokens", type=int, help="Most tokens to generate.")(func)
+    func = click.option("--temperature", type=float, help="Sampling temperature.")(func)
+    return click.option("--timeout", type=float, help="Give up after this many seconds.")(func)
+
+
+@click.command()
+@click.argument("alias")
+@click.argument("text")
+@_sampling_options
+@click.option("--no-stream", is_flag=True, help="Print the answer when complete instead of streaming it.")
+@ray_address_option
+def chat(alias: str, text: str, system: str | None, max_tokens: int | None, temperature: float | None,
+         timeout: float | None, no_stream: bool, ray_address: str) -> None:
+    """Chat with ALIAS; the answer streams to the terminal."""
+    from byzer_like.client import Client
+
+    connect_cli(ray_address)
+    client = Client(alias, timeout=timeout)
+    messages, params = _messages(text, system), _params(max_tokens, temperature)
+    if no_stream:
+        click.echo(client.chat(messages, **params).text)
+        return
+    with client.stream(messages, **params) as stream:
+        for chunk in stream:
+            click.echo(chunk.text, nl=False)
+    click.echo()
+
+
+@click.command()
+@click.option("--model", "alias", required=True, metavar="ALIAS", help="The alias to ask.")
+@click.option("--query", "text", required=True, help="The question.")
+@_sampling_options
+@ray_address_option
+def query(alias: str, text: str, system: str | None, max_tokens: int | None, temperature: float | None,
+          timeout: float | None, ray_address: str) -> None:
+    """byzerllm's spelling of chat: ``query --model ALIAS --query TEXT`` prints the whole answer."""
+    from byzer_like.client import Client
+
+    connect_cli(ray_address)
+    click.echo(Client(alias, timeout=timeout).chat(_messages(text, system), **_params(max_tokens, temperature)).text)
+
+
+COMMANDS = [chat, query]

@@ -1,0 +1,128 @@
+"""``deploy``, ``undeploy`` and ``list``."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import click
+
+from byzer_like.cli.options import alias_argument, connect_cli, pick_alias, ray_address_option
+from byzer_like.specfile import load_spec_file, spec_from_flags, spec_from_mapping
+
+_INFER_FLAGS = ("--infer_params", "--infer-params")
+
+
+def expand_infer_params(args: list[str]) -> list[str]:
+    """byzerllm writes ``--infer_params a=1 b=2 --model x``; click wants ``--infer_params a=1 --infer_params b=2``."""
+    out: list[str] = []
+    collecting = False
+    for token in args:
+        if token in _INFER_FLAGS:
+            collecting = True
+            continue
+        if collecting and token.startswith("-"):
+            collecting = False
+        out.extend(["--infer_params", token] if collecting else [token])
+    return out
+
+
+class InferParamsCommand(click.Command):
+    """A command that accepts byzerllm's space-separated ``--infer_params`` list."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Rewrite the ``--infer_params`` list before click parses it."""
+        return super().parse_args(ctx, expand_infer_params(args))
+
+
+def _flag(*names: str, **kwargs: Any) -> Any:
+    """An option spelled byzerllm's way (underscores) and the dashed way."""
+    dest = names[0].lstrip("-")
+    dashed = names[0].replace("_", "-")
+    spellings = [names[0], dashed] if dashed != names[0] else [names[0]]
+    return click.option(*spellings, *names[1:], dest, **kwargs)
+
+
+@click.command(cls=InferParamsCommand)
+@_flag("--model", "--alias", metavar="ALIAS", help="Unique name of the deployment.")
+@_flag("--pretrained_model_type", help="custom/auto (local engine), custom/echo, or saas/<provider>.")
+@_flag("--infer_backend", help="llama_cpp, vllm or transformers (local models).")
+@_flag("--model_path", help="GGUF file or model folder; default: the bundled SmolLM2 (llama_cpp).")
+@_flag("--num_workers", type=int, help="Workers in the pool [1].")
+@_flag("--worker_concurrency", type=int, help="Requests per worker at once [backend default].")
+@_flag("--cpus_per_worker", type=float, help="CPUs per worker [backend default; llama.cpp threads follow it].")
+@_flag("--gpus_per_worker", type=float, help="GPUs per worker [0].")
+@_flag("--infer_params", multiple=True, metavar="K=V ...", help="Engine/provider options, byzerllm style.")
+@_flag("--resources", multiple=True, metavar="NAME=N", help="Custom Ray resources per worker.")
+@_flag("--max_queue", type=int, help="Requests that may wait when all slots are busy [256].")
+@_flag("--request_timeout", type=float, help="Longest wait in the queue, seconds [600].")
+@_flag("--deploy_timeout", type=float, help="Longest wait for the workers to load, seconds [900].")
+@_flag("--file", "-f", type=click.Path(dir_okay=False), help="YAML spec (flag names as keys; ENV {{VAR}} refs).")
+@click.option("--replace", is_flag=True, help="Replace an existing deployment of the same alias.")
+@ray_address_option
+def deploy(file: str | None, replace: bool, ray_address: str, **flags: Any) -> None:
+    """Deploy a model under an alias as a pool of Ray workers behind an LRU router.
+
+    \b
+    byzer-like deploy --model smol_chat --infer_backend llama_cpp --num_workers 2
+    byzer-like deploy --pretrained_model_type custom/auto --infer_backend llama_cpp \\
+        --model_path model.gguf --cpus_per_worker 1 --num_workers 2 --infer_params n_ctx=2048 --model smol_chat
+    """
+    flags["resources"] = {k: float(v) for k, v in (r.split("=", 1) for r in flags["resources"])} or None
+    if file:
+        spec = spec_from_mapping(load_spec_file(file, os.environ), flags)
+    else:
+        if not flags.get("model"):
+            raise click.UsageError("give the alias with --model ALIAS (or a spec file with --file)")
+        spec = spec_from_flags(flags)
+    from byzer_like.backends.registry import resolve_spec
+    from byzer_like.pool import deploy as deploy_spec
+
+    resolve_spec(spec)  # NOTE: fail on a bad spec before touching (or starting) a cluster.
+    connect_cli(ray_address, start=True)
+    start = time.perf_counter()
+    done = deploy_spec(spec, replace=replace)
+    res = done.resources
+    click.echo(f"Deployed '{done.alias}' ({done.backend.registry_key}): {res.num_workers} workers x "
+               f"{done.worker_concurrency} slots, {res.cpus_per_worker:g} CPU / {res.gpus_per_worker:g} GPU each, "
+               f"in {time.perf_counter() - start:.1f}s.")
+
+
+@click.command()
+@alias_argument
+@click.option("--force", is_flag=True, help="Kill at once, and clean up leftovers of a broken deployment.")
+@ray_address_option
+def undeploy(alias_arg: str | None, model_opt: str | None, force: bool, ray_address: str) -> None:
+    """Remove a deployment: its router and every worker."""
+    from byzer_like.pool import undeploy as undeploy_alias
+
+    alias = pick_alias(alias_arg, model_opt)
+    connect_cli(ray_address)
+    undeploy_alias(alias, force=force)
+    click.echo(f"Undeployed '{alias}'.")
+
+
+@click.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@ray_address_option
+def list_cmd(as_json: bool, ray_address: str) -> None:
+    """List deployed aliases."""
+    from byzer_like.pool import list_deployments
+
+    connect_cli(ray_address)
+    rows = list_deployments()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("No deployments.")
+        return
+    click.echo(f"{'ALIAS':<24}{'BACKEND':<20}{'WORKERS':>8}{'SLOTS':>7}  MODEL")
+    for row in rows:
+        click.echo(f"{row['alias']:<24}{row['backend']:<20}{row['num_workers']:>8}{row['worker_concurrency']:>7}  "
+                   f"{row['model_path'] or ''}")
+
+
+COMMANDS = [deploy, undeploy, list_cmd]

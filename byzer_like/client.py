@@ -1,0 +1,200 @@
+"""The Python client: talk to a deployed alias by name. The CLI and the HTTP gateway use it too.
+
+Example:
+    >>> client = Client("smol_chat")  # doctest: +SKIP
+    >>> client.chat("What is the capital of France?").text  # doctest: +SKIP
+    'The capital of France is Paris.'
+    >>> for delta in client.stream([{"role": "user", "content": "Hi"}], max_tokens=16):  # doctest: +SKIP
+    ...     print(delta.text, end="")
+"""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator, Iterator, Sequence
+
+import ray
+from pydantic import ValidationError
+
+from byzer_like._ray import get_actor, translate
+from byzer_like.cluster import connect
+from byzer_like.errors import InvalidRequestError
+from byzer_like.protocol import ChatRequest, ChatResponse, Chunk, CompletionRequest, EmbeddingRequest, Message
+
+Messages = str | Sequence[Message | dict[str, Any]]
+
+
+def build_chat(messages: Messages, params: dict[str, Any]) -> ChatRequest:
+    """A validated ``ChatRequest`` from a string or a message list plus sampling parameters.
+
+    Raises:
+        InvalidRequestError: naming the first bad field.
+    """
+    msgs = [{"role": "user", "content": messages}] if isinstance(messages, str) else list(messages)
+    return _validated(ChatRequest, {"messages": msgs, **params})
+
+
+def _validated(model: type, data: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = ".".join(str(p) for p in err["loc"])
+        raise InvalidRequestError(f"invalid '{name}': {err['msg']}", param=name) from None
+
+
+class _Base:
+    def __init__(self, alias: str, *, address: str | None = None, timeout: float | None = None) -> None:
+        connect(address, start=False)
+        self.alias = alias
+        self.timeout = timeout
+        self._router = get_actor(alias)
+
+
+class Client(_Base):
+    """Synchronous client for one alias.
+
+    Args:
+        alias: The deployment's name.
+        address: Ray address (default: ``RAY_ADDRESS`` or the running local cluster).
+        timeout: Seconds a request may take before ``RequestTimeoutError``; None waits as long as it takes.
+    """
+
+    def chat(self, messages: Messages, **params: Any) -> ChatResponse:
+        """Send a chat and wait for the whole answer."""
+        return self._get(self._router.chat.remote(build_chat(messages, params)))
+
+    def stream(self, messages: Messages, **params: Any) -> ChunkStream:
+        """Send a chat and iterate over the answer's chunks as they arrive (close it to cancel)."""
+        return ChunkStream(self._router.chat_stream.remote(build_chat(messages, params)), self.timeout)
+
+    def complete(self, prompt: str, **params: Any) -> ChatResponse:
+        """Complete a prompt and wait for the whole answer."""
+        return self._get(self._router.complete.remote(_validated(CompletionRequest, {"prompt": prompt, **params})))
+
+    def stream_complete(self, prompt: str, **params: Any) -> ChunkStream:
+        """Complete a prompt, streaming."""
+        req = _validated(CompletionRequest, {"prompt": prompt, **params})
+        return ChunkStream(self._router.complete_stream.remote(req), self.timeout)
+
+    def embed(self, texts: str | Sequence[str]) -> list[list[float]]:
+        """One vector per text, in order."""
+        req = _validated(EmbeddingRequest, {"input": [texts] if isinstance(texts, str) else list(texts)})
+        return self._get(self._router.embed.remote(req)).embeddings
+
+    def stat(self) -> dict[str, Any]:
+        """byzerllm's stat JSON plus queue, running, errors and latency percentiles."""
+        return self._get(self._router.stat.remote())
+
+    def _get(self, ref: Any) -> Any:
+        try:
+            return ray.get(ref, timeout=self.timeout)
+        except BaseException as exc:
+            if isinstance(exc, (ray.exceptions.GetTimeoutError, KeyboardInterrupt)):
+                ray.cancel(ref)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise translate(exc) from None
+
+
+class ChunkStream:
+    """An iterator over a streamed answer; ``close()`` (or leaving a ``with`` block) cancels the rest.
+
+    Args:
+        gen: The router's streaming generator.
+        timeout: Seconds to wait for each chunk.
+    """
+
+    def __init__(self, gen: Any, timeout: float | None) -> None:
+        self._gen = gen
+        self._timeout = timeout
+        self._done = False
+
+    def __iter__(self) -> Iterator[Chunk]:
+        try:
+            for ref in self._gen:
+                yield ray.get(ref, timeout=self._timeout)
+            self._done = True
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            self.close()
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise translate(exc) from None
+
+    def close(self) -> None:
+        """Cancel the stream if it has not finished; this frees its worker slot."""
+        if not self._done:
+            self._done = True
+            ray.cancel(self._gen)
+
+    def __enter__(self) -> ChunkStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient(_Base):
+    """Asynchronous client for one alias (same methods as :class:`Client`, awaitable).
+
+    Example:
+        >>> client = AsyncClient("smol_chat")  # doctest: +SKIP
+        >>> answer = await client.chat("hi")  # doctest: +SKIP
+    """
+
+    async def chat(self, messages: Messages, **params: Any) -> ChatResponse:
+        """Send a chat and await the whole answer."""
+        return await self._await(self._router.chat.remote(build_chat(messages, params)))
+
+    async def stream(self, messages: Messages, **params: Any) -> AsyncIterator[Chunk]:
+        """Send a chat and iterate over the answer's chunks; breaking out cancels the rest."""
+        async for chunk in _iterate(self._router.chat_stream.remote(build_chat(messages, params))):
+            yield chunk
+
+    async def complete(self, prompt: str, **params: Any) -> ChatResponse:
+        """Complete a prompt and await the whole answer."""
+        req = _validated(CompletionRequest, {"prompt": prompt, **params})
+        return await self._await(self._router.complete.remote(req))
+
+    async def stream_complete(self, prompt: str, **params: Any) -> AsyncIterator[Chunk]:
+        """Complete a prompt, streaming."""
+        req = _validated(CompletionRequest, {"prompt": prompt, **params})
+        async for chunk in _iterate(self._router.complete_stream.remote(req)):
+            yield chunk
+
+    async def embed(self, texts: str | Sequence[str]) -> list[list[float]]:
+        """One vector per text, in order."""
+        req = _validated(EmbeddingRequest, {"input": [texts] if isinstance(texts, str) else list(texts)})
+        return (await self._await(self._router.embed.remote(req))).embeddings
+
+    async def stat(self) -> dict[str, Any]:
+        """byzerllm's stat JSON plus extras."""
+        return await self._await(self._router.stat.remote())
+
+    async def _await(self, ref: Any) -> Any:
+        import asyncio
+
+        try:
+            return await asyncio.wait_for(ref, self.timeout) if self.timeout else await ref
+        except asyncio.CancelledError:
+            ray.cancel(ref)
+            raise
+        except asyncio.TimeoutError:
+            ray.cancel(ref)
+            raise translate(ray.exceptions.GetTimeoutError()) from None
+        except Exception as exc:
+            raise translate(exc) from None
+
+
+async def _iterate(gen: Any) -> AsyncIterator[Chunk]:
+    done = False
+    try:
+        async for ref in gen:
+            yield await ref
+        done = True
+    except Exception as exc:
+        raise translate(exc) from None
+    finally:
+        if not done:
+            ray.cancel(gen)

@@ -1,0 +1,146 @@
+"""Deploy, undeploy and list aliases: the pool of worker actors behind one router actor per alias.
+
+A deploy either leaves a working alias or nothing at all: spec errors surface before any actor starts, and a
+failed load removes the router and every worker it made.
+
+Example:
+    >>> deploy(DeploySpec(alias="smol", backend=BackendSpec(infer_backend="llama_cpp")))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import ray
+from ray import exceptions as rex
+
+from byzer_like._ray import NAMESPACE, get_actor, named_actors, translate
+from byzer_like.backends.registry import resolve_spec
+from byzer_like.errors import AliasExistsError, InvalidSpecError, ModelLoadError, ModelNotFoundError
+from byzer_like.router import RouterActor
+from byzer_like.spec import DeploySpec
+
+logger = logging.getLogger(__name__)
+ROUTER_CONCURRENCY_MARGIN = 1000  # router calls beyond slots + queue that still reach our code (to get a 429)
+_WORKER_MARK = "/worker-"
+
+
+def deploy(spec: DeploySpec, *, replace: bool = False) -> DeploySpec:
+    """Deploy ``spec.alias``: validate, check the cluster can hold it, start the router and load every worker.
+
+    Args:
+        spec: What to deploy.
+        replace: Undeploy an existing deployment of the same alias first.
+
+    Returns:
+        The resolved spec (backend defaults filled in).
+
+    Raises:
+        InvalidSpecError: bad spec or not enough cluster resources (nothing started).
+        AliasExistsError: the alias is taken and ``replace`` is False.
+        ModelLoadError: a worker failed to load; nothing is left behind.
+    """
+    spec = resolve_spec(spec)
+    check_fits(spec)
+    if spec.alias in list_aliases():
+        if not replace:
+            raise AliasExistsError(f"'{spec.alias}' is already deployed; undeploy it first or pass --replace",
+                                   param="model")
+        undeploy(spec.alias)
+    slots = spec.resources.num_workers * spec.worker_concurrency
+    try:
+        router = RouterActor.options(
+            name=spec.alias, namespace=NAMESPACE, lifetime="detached", num_cpus=0, max_restarts=-1,
+            max_concurrency=slots + spec.queue.max_queue + ROUTER_CONCURRENCY_MARGIN,
+        ).remote(spec)
+    except ValueError:  # a concurrent deploy took the name between our check and here
+        raise AliasExistsError(f"'{spec.alias}' is already deployed", param="model") from None
+    try:
+        ray.get(router.start.remote(), timeout=spec.deploy_timeout_s)
+    except BaseException as exc:
+        _remove(spec.alias, spec.resources.num_workers)
+        if isinstance(exc, rex.GetTimeoutError):
+            raise ModelLoadError(f"workers of '{spec.alias}' did not load within {spec.deploy_timeout_s:g}s; "
+                                 "the cluster may lack free resources (see `byzer-like cluster status`)") from None
+        raise translate(exc) from None
+    return spec
+
+
+def check_fits(spec: DeploySpec) -> None:
+    """Refuse a spec that asks for more CPUs/GPUs/resources than the cluster has free.
+
+    Raises:
+        InvalidSpecError: naming the resource, what is needed and what is free.
+    """
+    res, n = spec.resources, spec.resources.num_workers
+    needs = {"CPU": (res.cpus_per_worker or 0) * n, "GPU": res.gpus_per_worker * n}
+    needs.update({k: v * n for k, v in res.custom_resources.items()})
+    free = ray.available_resources()
+    for name, need in needs.items():
+        have = free.get(name, 0.0)
+        if need > 0 and need > have + 1e-9:
+            flag = {"CPU": "--cpus_per_worker", "GPU": "--gpus_per_worker"}.get(name, "the custom resources")
+            raise InvalidSpecError(
+                f"'{spec.alias}' needs {need:g} {name} in all ({n} workers) but the cluster has {have:g} free; "
+                f"lower {flag} or --num_workers, or add nodes", param=flag.lstrip("-") if name in ("CPU", "GPU")
+                else "custom_resources")
+
+
+def undeploy(alias: str, *, force: bool = False) -> None:
+    """Remove an alias: its router and every worker.
+
+    Args:
+        alias: The deployment to remove.
+        force: Kill at once (no graceful engine shutdown), and also clean up leftovers when no router exists.
+
+    Raises:
+        ModelNotFoundError: when nothing of that alias exists.
+    """
+    names = named_actors()
+    leftovers = [n for n in names if n.startswith(alias + _WORKER_MARK)]
+    if alias not in names and not (force and leftovers):
+        raise ModelNotFoundError(f"no deployment named '{alias}'; `byzer-like list` shows what is deployed",
+                                 param="model")
+    if alias in names and not force:
+        try:
+            ray.get(get_actor(alias).shutdown.remote(), timeout=30)
+        except Exception as exc:  # noqa: BLE001 - fall through to the forced removal below
+            logger.warning("graceful undeploy of %s failed (%s); killing its actors", alias, translate(exc))
+    _remove(alias, len(leftovers))
+
+
+def _remove(alias: str, num_workers: int) -> None:
+    """Kill the router and workers of ``alias`` by name, whatever state they are in."""
+    names = set(named_actors())
+    targets = [alias] + [f"{alias}{_WORKER_MARK}{i}" for i in range(num_workers)]
+    targets += [n for n in names if n.startswith(alias + _WORKER_MARK) and n not in targets]
+    for name in targets:
+        try:
+            ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+        except ValueError:
+            continue
+
+
+def list_aliases() -> list[str]:
+    """Every deployed alias (router actors in our namespace)."""
+    return [n for n in named_actors() if _WORKER_MARK not in n]
+
+
+def describe(alias: str) -> dict[str, Any]:
+    """A summary of one alias: backend, model, workers, concurrency."""
+    spec: DeploySpec = ray.get(get_actor(alias).get_spec.remote())
+    return {"alias": alias, "backend": spec.backend.registry_key, "model_path": spec.backend.model_path,
+            "num_workers": spec.resources.num_workers, "worker_concurrency": spec.worker_concurrency,
+            "cpus_per_worker": spec.resources.cpus_per_worker, "gpus_per_worker": spec.resources.gpus_per_worker}
+
+
+def list_deployments() -> list[dict[str, Any]]:
+    """``describe`` of every alias that still answers."""
+    out = []
+    for alias in list_aliases():
+        try:
+            out.append(describe(alias))
+        except (ModelNotFoundError, rex.RayError):
+            continue
+    return out

@@ -1,0 +1,155 @@
+"""Request and response models shared by every layer.
+
+Backends receive these typed requests and yield :class:`Chunk` objects from async generators; a non-streaming
+answer is the aggregate of the same stream (:func:`collect`), so each backend has exactly one code path.
+
+Example:
+    >>> req = ChatRequest(messages=[Message(role="user", content="hi")], max_tokens=8)
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, AsyncIterator, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+FinishReason = Literal["stop", "length", "error", "cancelled", "tool_calls", "content_filter"]
+
+
+class Message(BaseModel):
+    """One chat message; ``content`` is text or a list of OpenAI content parts (text, image_url, ...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "user", "assistant", "tool", "developer"] = Field(description="Who speaks.")
+    content: str | list[dict[str, Any]] | None = Field(default=None, description="Text or content parts.")
+
+    def text(self) -> str:
+        """The message's text, with non-text parts left out."""
+        if isinstance(self.content, str) or self.content is None:
+            return self.content or ""
+        return "".join(part.get("text", "") for part in self.content if part.get("type") == "text")
+
+
+class SamplingParams(BaseModel):
+    """Sampling parameters common to the engines; ``None`` means "the engine's default".
+
+    A backend lists the fields it honours in ``Backend.supported_params``; a field set to a non-default value that
+    the backend cannot honour is rejected with an error naming it, never silently dropped.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int | None = Field(default=None, ge=1, description="Most tokens to generate; None = model limit.")
+    temperature: float | None = Field(default=None, ge=0, le=2, description="Sampling temperature.")
+    top_p: float | None = Field(default=None, gt=0, le=1, description="Nucleus sampling mass.")
+    top_k: int | None = Field(default=None, ge=0, description="Sample from the k most likely tokens (0 = all).")
+    min_p: float | None = Field(default=None, ge=0, le=1, description="Minimum token probability.")
+    stop: list[str] | None = Field(default=None, description="Stop strings.")
+    repetition_penalty: float | None = Field(default=None, gt=0, description="Repetition penalty (1 = none).")
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2, description="Presence penalty.")
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2, description="Frequency penalty.")
+    seed: int | None = Field(default=None, description="Random seed for reproducible sampling.")
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_as_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    def set_params(self) -> set[str]:
+        """Names of the sampling fields the caller set to a value."""
+        return {name for name in SamplingParams.model_fields if getattr(self, name) is not None}
+
+
+class ChatRequest(SamplingParams):
+    """A chat request: messages plus sampling parameters."""
+
+    messages: list[Message] = Field(min_length=1, description="The conversation so far.")
+    request_id: str = Field(default_factory=lambda: uuid.uuid4().hex, description="Id for logs and cancellation.")
+
+
+class CompletionRequest(SamplingParams):
+    """A plain text completion request."""
+
+    prompt: str = Field(description="The text to continue.")
+    request_id: str = Field(default_factory=lambda: uuid.uuid4().hex, description="Id for logs and cancellation.")
+
+
+class EmbeddingRequest(BaseModel):
+    """Texts to embed; the output keeps their order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: list[str] = Field(min_length=1, description="Texts to embed.")
+
+
+class Usage(BaseModel):
+    """Token counts of one request."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+class Chunk(BaseModel):
+    """One streamed piece of an answer. The last chunk carries ``finish_reason`` and ``usage``."""
+
+    text: str = ""
+    reasoning: str = ""
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+
+
+class Timings(BaseModel):
+    """Where the time of one request went, in seconds."""
+
+    first_token_s: float | None = None
+    total_s: float = 0.0
+
+
+class ChatResponse(BaseModel):
+    """A complete answer: text, usage, finish reason, timings."""
+
+    text: str
+    reasoning: str = ""
+    finish_reason: FinishReason | None
+    usage: Usage
+    timings: Timings
+
+
+class EmbeddingResponse(BaseModel):
+    """One vector per input text, in input order."""
+
+    embeddings: list[list[float]]
+    usage: Usage = Field(default_factory=Usage)
+
+
+async def collect(stream: AsyncIterator[Chunk]) -> ChatResponse:
+    """Aggregate a chunk stream into one :class:`ChatResponse`.
+
+    Args:
+        stream: The backend's chunk stream.
+
+    Returns:
+        The joined text with the last chunk's finish reason and usage, and timings measured while reading.
+    """
+    start = time.perf_counter()
+    first: float | None = None
+    text, reasoning = [], []
+    finish, usage = None, Usage()
+    async for chunk in stream:
+        if first is None and (chunk.text or chunk.reasoning):
+            first = time.perf_counter() - start
+        text.append(chunk.text)
+        reasoning.append(chunk.reasoning)
+        finish = chunk.finish_reason or finish
+        usage = chunk.usage or usage
+    timings = Timings(first_token_s=first, total_s=time.perf_counter() - start)
+    return ChatResponse(text="".join(text), reasoning="".join(reasoning), finish_reason=finish, usage=usage,
+                        timings=timings)

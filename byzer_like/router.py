@@ -1,0 +1,221 @@
+"""The router actor: one per alias, named by the alias. Owns the worker table, picks workers by LRU, queues.
+
+The router holds no lock while waiting: a request that finds every slot taken parks a future in a bounded FIFO
+queue, and the release path hands the freed slot straight to the oldest waiter. A slot is returned however the
+request ends (done, error, cancelled, caller gone); a stream holds its slot until it ends.
+
+Example:
+    >>> router = RouterActor.options(name="smol").remote(spec)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Any, AsyncIterator
+
+import ray
+
+from byzer_like._ray import NAMESPACE, translate
+from byzer_like.errors import BackendUnavailableError, ByzerLikeError, ModelLoadError, OverloadedError
+from byzer_like.policy import WorkerSlot, pick_worker, table_stat
+from byzer_like.protocol import ChatRequest, ChatResponse, Chunk, CompletionRequest, EmbeddingRequest, \
+    EmbeddingResponse
+from byzer_like.spec import DeploySpec
+from byzer_like.worker import Worker
+
+logger = logging.getLogger(__name__)
+CONTROL_CALLS = 8  # worker concurrency kept free for health/describe/shutdown beside the request slots
+
+
+class Router:
+    """Routes an alias's requests over its workers.
+
+    Args:
+        spec: The resolved deployment spec.
+    """
+
+    def __init__(self, spec: DeploySpec) -> None:
+        self.spec = spec
+        self.table = [WorkerSlot(index=i, capacity=spec.worker_concurrency) for i in range(spec.resources.num_workers)]
+        self.workers: list[Any] = []
+        self.waiters: deque[asyncio.Future[int]] = deque()
+        self.created = time.time()
+        self.closing = False
+        if ray.get_runtime_context().was_current_actor_reconstructed:
+            # NOTE: a restarted router re-attaches to its detached workers by name; counters start afresh.
+            self.workers = [ray.get_actor(spec.worker_name(i), namespace=NAMESPACE) for i in range(len(self.table))]
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Create the workers and load the engine in each; on any failure, remove them all and raise."""
+        res = self.spec.resources
+        actor = ray.remote(Worker)
+        for i in range(res.num_workers):
+            self.workers.append(actor.options(
+                name=self.spec.worker_name(i), namespace=NAMESPACE, lifetime="detached",
+                num_cpus=res.cpus_per_worker, num_gpus=res.gpus_per_worker, resources=res.custom_resources or None,
+                max_concurrency=self.spec.worker_concurrency + CONTROL_CALLS,
+            ).remote(self.spec, i))
+        try:
+            await asyncio.gather(*(w.start.remote() for w in self.workers))
+        except BaseException as exc:
+            self._kill_workers()
+            err = translate(exc)
+            raise err if isinstance(err, ModelLoadError) else ModelLoadError(err.message) from None
+
+    async def shutdown(self, graceful_s: float = 10.0) -> None:
+        """Refuse new requests, let each engine release its resources, then kill the workers."""
+        self.closing = True
+        for fut in self.waiters:
+            if not fut.done():
+                fut.set_exception(BackendUnavailableError(f"'{self.spec.alias}' is being undeployed"))
+        try:
+            await asyncio.wait_for(asyncio.gather(*(w.shutdown.remote() for w in self.workers),
+                                                  return_exceptions=True), graceful_s)
+        except asyncio.TimeoutError:
+            logger.warning("workers of %s did not shut down within %ss; killing them", self.spec.alias, graceful_s)
+        self._kill_workers()
+
+    def _kill_workers(self) -> None:
+        for worker in self.workers:
+            ray.kill(worker, no_restart=True)
+        self.workers = []
+
+    # -- requests --------------------------------------------------------------------------------------------
+    async def chat(self, req: ChatRequest) -> ChatResponse:
+        """Answer a chat request on the LRU worker."""
+        return await self._unary("chat", req)
+
+    async def complete(self, req: CompletionRequest) -> ChatResponse:
+        """Complete a prompt on the LRU worker."""
+        return await self._unary("complete", req)
+
+    async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
+        """Embed texts on the LRU worker."""
+        return await self._unary("embed", req)
+
+    async def chat_stream(self, req: ChatRequest) -> AsyncIterator[Chunk]:
+        """Stream a chat answer; the slot is held until the stream ends."""
+        async for chunk in self._stream("chat_stream", req):
+            yield chunk
+
+    async def complete_stream(self, req: CompletionRequest) -> AsyncIterator[Chunk]:
+        """Stream a completion; the slot is held until the stream ends."""
+        async for chunk in self._stream("complete_stream", req):
+            yield chunk
+
+    async def _unary(self, method: str, req: Any) -> Any:
+        pos = await self._acquire()
+        ref = getattr(self.workers[pos], method).remote(req)
+        start, ok = time.perf_counter(), False
+        try:
+            result = await ref
+            ok = True
+            return result
+        except asyncio.CancelledError:
+            ray.cancel(ref)
+            raise
+        except Exception as exc:
+            raise translate(exc) from None
+        finally:
+            self._release(pos, time.perf_counter() - start, ok)
+
+    async def _stream(self, method: str, req: Any) -> AsyncIterator[Chunk]:
+        pos = await self._acquire()
+        gen = getattr(self.workers[pos], method).remote(req)
+        start, ok = time.perf_counter(), False
+        try:
+            async for ref in gen:
+                yield await ref
+            ok = True
+        except (asyncio.CancelledError, GeneratorExit):
+            ray.cancel(gen)
+            raise
+        except Exception as exc:
+            raise translate(exc) from None
+        finally:
+            self._release(pos, time.perf_counter() - start, ok)
+
+    # -- slots and queue ------------------------------------------------------------------------------------
+    async def _acquire(self) -> int:
+        if self.closing:
+            raise BackendUnavailableError(f"'{self.spec.alias}' is being undeployed")
+        pos = pick_worker(self.table)
+        if pos is not None:
+            self.table[pos].take(time.monotonic())
+            return pos
+        queue = self.spec.queue
+        if len(self.waiters) >= queue.max_queue:
+            raise OverloadedError(f"'{self.spec.alias}' is overloaded: all {self._slots()} slots busy and "
+                                  f"{len(self.waiters)} requests queued; retry later or deploy more workers",
+                                  retry_after=1.0)
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.waiters.append(fut)
+        try:
+            done, _ = await asyncio.wait((fut,), timeout=queue.request_timeout_s)
+        except BaseException:
+            self._abandon(fut)
+            raise
+        if not done:
+            self._abandon(fut)
+            raise OverloadedError(f"'{self.spec.alias}' is overloaded: no slot freed within "
+                                  f"{queue.request_timeout_s:g}s; retry later or deploy more workers",
+                                  retry_after=1.0)
+        return fut.result()
+
+    def _abandon(self, fut: asyncio.Future[int]) -> None:
+        """A waiter gave up: hand back a slot it was already given, or leave the queue."""
+        if fut.done() and not fut.cancelled() and fut.exception() is None:
+            slot = self.table[fut.result()]
+            slot.running -= 1
+            slot.total_requests -= 1
+            self._wake()
+            return
+        fut.cancel()
+        try:
+            self.waiters.remove(fut)
+        except ValueError:
+            pass
+
+    def _release(self, pos: int, seconds: float, ok: bool) -> None:
+        self.table[pos].give_back(seconds, ok)
+        self._wake()
+
+    def _wake(self) -> None:
+        while self.waiters:
+            pos = pick_worker(self.table)
+            if pos is None:
+                return
+            fut = self.waiters.popleft()
+            if fut.done():
+                continue
+            self.table[pos].take(time.monotonic())
+            fut.set_result(pos)
+
+    def _slots(self) -> int:
+        return sum(s.capacity for s in self.table)
+
+    # -- introspection ---------------------------------------------------------------------------------------
+    def stat(self) -> dict[str, Any]:
+        """byzerllm's stat JSON plus queue length, running requests, errors and latency percentiles."""
+        out = table_stat(self.table, self.spec.worker_concurrency, len(self.waiters))
+        out["alias"] = self.spec.alias
+        out["backend"] = self.spec.backend.registry_key
+        out["uptime_s"] = round(time.time() - self.created, 1)
+        return out
+
+    def get_spec(self) -> DeploySpec:
+        """The spec this alias was deployed with."""
+        return self.spec
+
+    async def check_health(self) -> list[str | None]:
+        """Per worker: None when healthy, else the error."""
+        results = await asyncio.gather(*(w.check_health.remote() for w in self.workers), return_exceptions=True)
+        return [None if r is None else (r.message if isinstance(r, ByzerLikeError) else translate(r).message)
+                for r in results]
+
+
+RouterActor = ray.remote(Router)

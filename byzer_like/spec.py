@@ -1,0 +1,109 @@
+"""The typed deployment spec: one object from the CLI, YAML or Python, passed unchanged through every layer.
+
+Example:
+    >>> spec = DeploySpec(alias="smol_chat", backend=BackendSpec(infer_backend="llama_cpp"),
+    ...                   resources=ResourceSpec(num_workers=2))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+LOCAL_ENGINES = ("llama_cpp", "vllm", "transformers")
+
+
+class BackendSpec(BaseModel):
+    """Which engine or provider serves the alias, and its engine-specific options.
+
+    ``engine_kwargs`` is validated by the chosen backend's own options model (unknown keys are errors).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_type: str = Field(
+        default="custom/auto",
+        description="byzerllm's --pretrained_model_type: custom/auto, custom/bge, custom/echo or saas/<provider>.",
+    )
+    infer_backend: str | None = Field(
+        default=None, description="Local engine: llama_cpp, vllm or transformers (ignored for saas/*)."
+    )
+    model_path: str | None = Field(default=None, description="GGUF file or model folder; default: bundled SmolLM2.")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Engine or provider options.")
+
+    @field_validator("model_type")
+    @classmethod
+    def _model_type_shape(cls, value: str) -> str:
+        if "/" not in value:
+            raise ValueError(f"'{value}' is not a model type; use e.g. custom/auto or saas/openai")
+        return value
+
+    @property
+    def is_saas(self) -> bool:
+        """True for SaaS proxies (``saas/<provider>``)."""
+        return self.model_type.startswith("saas/")
+
+    @property
+    def registry_key(self) -> str:
+        """The name the backend registry resolves: ``saas/openai``, ``llama_cpp``, ``custom/bge:transformers``."""
+        if self.is_saas or self.model_type == "custom/echo":
+            return self.model_type
+        engine = self.infer_backend or "llama_cpp"
+        return engine if self.model_type == "custom/auto" else f"{self.model_type}:{engine}"
+
+
+class ResourceSpec(BaseModel):
+    """How many workers, how much each may run at once, and what each reserves on the cluster."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_workers: int = Field(default=1, ge=1, le=1024, description="Worker actors in the pool.")
+    worker_concurrency: int | None = Field(
+        default=None, ge=1, le=100_000, description="Requests one worker runs at once; default per backend."
+    )
+    cpus_per_worker: float | None = Field(default=None, gt=0, description="CPUs reserved per worker.")
+    gpus_per_worker: float = Field(default=0, ge=0, description="GPUs reserved per worker.")
+    custom_resources: dict[str, float] = Field(default_factory=dict, description="Extra Ray resources per worker.")
+
+
+class QueueSpec(BaseModel):
+    """The router's bounded FIFO queue for requests that find every slot taken."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_queue: int = Field(default=256, ge=0, description="Requests that may wait for a slot; 0 = no queue.")
+    request_timeout_s: float = Field(default=600.0, gt=0, description="Longest wait in the queue, in seconds.")
+
+
+class DeploySpec(BaseModel):
+    """Everything needed to deploy one alias.
+
+    Example:
+        >>> DeploySpec(alias="smol", backend=BackendSpec(infer_backend="llama_cpp"))
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    alias: str = Field(pattern=ALIAS_PATTERN, description="Unique name of the deployment (byzerllm's --model).")
+    backend: BackendSpec = Field(default_factory=BackendSpec, description="Engine or provider and its options.")
+    resources: ResourceSpec = Field(default_factory=ResourceSpec, description="Workers and their resources.")
+    queue: QueueSpec = Field(default_factory=QueueSpec, description="Queueing when all slots are taken.")
+    deploy_timeout_s: float = Field(default=900.0, gt=0, description="Longest wait for every worker to load.")
+
+    @model_validator(mode="after")
+    def _engine_known_for_local(self) -> DeploySpec:
+        engine = self.backend.infer_backend
+        if not self.backend.is_saas and engine is not None and engine not in LOCAL_ENGINES:
+            raise ValueError(f"infer_backend '{engine}' is unknown; use one of {', '.join(LOCAL_ENGINES)}")
+        return self
+
+    @property
+    def worker_concurrency(self) -> int:
+        """Slots per worker (resolved specs always have it set)."""
+        return self.resources.worker_concurrency or 1
+
+    def worker_name(self, index: int) -> str:
+        """The Ray actor name of worker ``index``."""
+        return f"{self.alias}/worker-{index}"

@@ -1,0 +1,98 @@
+"""The worker actor: hosts one ``Backend`` and runs the requests the router sends it.
+
+Every error leaving a worker is one of ours (``BackendError`` for anything unexpected), so it pickles and keeps
+its meaning across the actor boundary.
+
+Example:
+    >>> worker = ray.remote(Worker).remote(spec, 0)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, AsyncIterator
+
+from byzer_like.backends.base import Backend
+from byzer_like.backends.registry import resolve_backend
+from byzer_like.errors import BackendError, ByzerLikeError
+from byzer_like.protocol import ChatRequest, ChatResponse, Chunk, CompletionRequest, EmbeddingRequest, \
+    EmbeddingResponse, collect
+from byzer_like.spec import DeploySpec
+
+logger = logging.getLogger(__name__)
+
+
+class Worker:
+    """One engine instance of an alias.
+
+    Args:
+        spec: The resolved deployment spec.
+        index: This worker's index in the pool.
+        backend_cls: Use this backend class instead of the registry's (tests, custom engines).
+    """
+
+    def __init__(self, spec: DeploySpec, index: int, backend_cls: type[Backend] | None = None) -> None:
+        cls = backend_cls or resolve_backend(spec.backend.registry_key)
+        self.backend = cls(spec, index)
+        self.index = index
+
+    async def start(self) -> None:
+        """Load the engine."""
+        await _guard(self.backend.start())
+
+    async def chat(self, req: ChatRequest) -> ChatResponse:
+        """Answer a chat request in one piece."""
+        return await _guard(collect(self.backend.chat(req)))
+
+    async def chat_stream(self, req: ChatRequest) -> AsyncIterator[Chunk]:
+        """Stream the answer to a chat request."""
+        async for chunk in _guard_stream(self.backend.chat(req)):
+            yield chunk
+
+    async def complete(self, req: CompletionRequest) -> ChatResponse:
+        """Complete a prompt in one piece."""
+        return await _guard(collect(self.backend.complete(req)))
+
+    async def complete_stream(self, req: CompletionRequest) -> AsyncIterator[Chunk]:
+        """Stream the completion of a prompt."""
+        async for chunk in _guard_stream(self.backend.complete(req)):
+            yield chunk
+
+    async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
+        """Embed texts."""
+        return await _guard(self.backend.embed(req))
+
+    async def check_health(self) -> None:
+        """Raise if the engine is unusable."""
+        await _guard(self.backend.check_health())
+
+    async def shutdown(self) -> None:
+        """Release the engine before the actor is killed."""
+        await _guard(self.backend.shutdown())
+
+    def describe(self) -> dict[str, Any]:
+        """Facts about the engine for ``stat``."""
+        return self.backend.describe()
+
+
+async def _guard(awaitable: Any) -> Any:
+    try:
+        return await awaitable
+    except ByzerLikeError:
+        raise
+    except Exception as exc:
+        logger.exception("backend failed")
+        raise BackendError(f"{type(exc).__name__}: {exc}") from None
+
+
+async def _guard_stream(stream: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+    try:
+        async for chunk in stream:
+            yield chunk
+    except ByzerLikeError:
+        raise
+    except Exception as exc:
+        logger.exception("backend stream failed")
+        raise BackendError(f"{type(exc).__name__}: {exc}") from None
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
