@@ -1,0 +1,81 @@
+"""Shared fixtures: one real local Ray cluster per test session, and deploy-then-undeploy helpers.
+
+The cluster is started by this pytest process (``address="local"``) and stopped by it at the end, so tests stop
+exactly the Ray processes they started. ``RAY_ADDRESS`` points CLI subprocesses and clients at it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests by folder: integration and e2e tests need the Ray cluster."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        if "integration" in parts or "e2e" in parts:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """A local Ray cluster for the whole session; yields its GCS address."""
+    import ray
+
+    os.environ.pop("RAY_ADDRESS", None)
+    ray.init(address="local", namespace="byzer_like", num_cpus=8, include_dashboard=False,
+             logging_level=logging.ERROR, log_to_driver=False)
+    address = ray.get_runtime_context().gcs_address
+    os.environ["RAY_ADDRESS"] = address
+    yield address
+    ray.shutdown()
+    os.environ.pop("RAY_ADDRESS", None)
+
+
+@pytest.fixture()
+def deployed(ray_cluster: str) -> Iterator[Any]:
+    """``deployed(spec)`` deploys and returns the resolved spec; everything is undeployed after the test."""
+    from byzer_like.pool import deploy, list_aliases, undeploy
+
+    aliases: list[str] = []
+
+    def _deploy(spec: Any, **kwargs: Any) -> Any:
+        aliases.append(spec.alias)
+        return deploy(spec, **kwargs)
+
+    yield _deploy
+    for alias in aliases:
+        if alias in list_aliases():
+            with contextlib.suppress(Exception):
+                undeploy(alias, force=True)
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> str:
+    """The bundled SmolLM2 GGUF."""
+    from byzer_like.models import bundled_smollm2_gguf
+
+    return str(bundled_smollm2_gguf())
+
+
+def run_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``byzer-like ARGS`` in a subprocess (the real console entry point) against the session cluster."""
+    cmd = [sys.executable, "-m", "byzer_like.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+                          cwd=ROOT)
+
+
+@pytest.fixture()
+def cli(ray_cluster: str) -> Any:
+    """``cli("deploy", ...)`` runs the real CLI in a subprocess against the session cluster."""
+    return run_cli
