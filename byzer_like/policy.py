@@ -11,11 +11,14 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Sequence
+
+from byzer_like.errors import BackendUnavailableError, OverloadedError
 
 LATENCY_WINDOW = 1024
 
@@ -104,3 +107,103 @@ def table_stat(table: Sequence[WorkerSlot], capacity: int, queue_length: int) ->
 
 def _latency_ms(values: Sequence[float]) -> dict[str, float | None]:
     return {f"p{q}": (None if (v := percentile(values, q)) is None else round(v * 1000, 2)) for q in (50, 90, 99)}
+
+
+class SlotPool:
+    """The worker table plus a bounded FIFO queue of waiters; no Ray, no locks.
+
+    ``acquire`` books a slot on the LRU worker or parks a future in the queue; ``release`` returns a slot and hands
+    it straight to the oldest waiter, so the release path never waits and a queued request is never overtaken.
+
+    Args:
+        table: The workers' rows.
+        max_queue: Requests that may wait; more is an ``OverloadedError``.
+        timeout_s: Longest wait in the queue before an ``OverloadedError``.
+        name: The alias, for messages.
+
+    Example:
+        >>> pool = SlotPool([WorkerSlot(index=0, capacity=1)], max_queue=8, timeout_s=5, name="smol")
+        >>> pos = await pool.acquire()  # doctest: +SKIP
+        >>> pool.release(pos, seconds=0.1, ok=True)  # doctest: +SKIP
+    """
+
+    def __init__(self, table: list[WorkerSlot], *, max_queue: int, timeout_s: float, name: str) -> None:
+        self.table = table
+        self.max_queue = max_queue
+        self.timeout_s = timeout_s
+        self.name = name
+        self.waiters: deque[asyncio.Future[int]] = deque()
+        self.closed_reason: str | None = None
+
+    @property
+    def slots(self) -> int:
+        """Slots over all workers."""
+        return sum(s.capacity for s in self.table)
+
+    async def acquire(self) -> int:
+        """Book a slot; wait in the queue when all are taken.
+
+        Returns:
+            The chosen worker's position.
+
+        Raises:
+            OverloadedError: the queue is full, or no slot freed within ``timeout_s``.
+            BackendUnavailableError: the pool is closing.
+        """
+        if self.closed_reason:
+            raise BackendUnavailableError(self.closed_reason)
+        pos = pick_worker(self.table)
+        if pos is not None:
+            self.table[pos].take(time.monotonic())
+            return pos
+        if len(self.waiters) >= self.max_queue:
+            raise OverloadedError(f"'{self.name}' is overloaded: all {self.slots} slots busy and {len(self.waiters)} "
+                                  "requests queued; retry later or deploy more workers", retry_after=1.0)
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.waiters.append(fut)
+        try:
+            done, _ = await asyncio.wait((fut,), timeout=self.timeout_s)
+        except BaseException:
+            self._abandon(fut)
+            raise
+        if not done:
+            self._abandon(fut)
+            raise OverloadedError(f"'{self.name}' is overloaded: no slot freed within {self.timeout_s:g}s; retry "
+                                  "later or deploy more workers", retry_after=1.0)
+        return fut.result()
+
+    def release(self, pos: int, seconds: float, ok: bool) -> None:
+        """Return a finished request's slot and hand it to the oldest waiter."""
+        self.table[pos].give_back(seconds, ok)
+        self._wake()
+
+    def close(self, reason: str) -> None:
+        """Refuse new requests and fail every waiter with ``reason``."""
+        self.closed_reason = reason
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_exception(BackendUnavailableError(reason))
+
+    def _abandon(self, fut: asyncio.Future[int]) -> None:
+        """A waiter gave up: hand back a slot it was already given, or leave the queue."""
+        if fut.done() and not fut.cancelled() and fut.exception() is None:
+            slot = self.table[fut.result()]
+            slot.running -= 1
+            slot.total_requests -= 1
+            self._wake()
+            return
+        fut.cancel()
+        if fut in self.waiters:
+            self.waiters.remove(fut)
+
+    def _wake(self) -> None:
+        while self.waiters:
+            pos = pick_worker(self.table)
+            if pos is None:
+                return
+            fut = self.waiters.popleft()
+            if fut.done():
+                continue
+            self.table[pos].take(time.monotonic())
+            fut.set_result(pos)

@@ -13,14 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from typing import Any, AsyncIterator
 
 import ray
 
 from byzer_like._ray import NAMESPACE, translate
-from byzer_like.errors import BackendUnavailableError, ByzerLikeError, ModelLoadError, OverloadedError
-from byzer_like.policy import WorkerSlot, pick_worker, table_stat
+from byzer_like.errors import ByzerLikeError, ModelLoadError
+from byzer_like.policy import SlotPool, WorkerSlot, table_stat
 from byzer_like.protocol import ChatRequest, ChatResponse, Chunk, CompletionRequest, EmbeddingRequest, \
     EmbeddingResponse
 from byzer_like.spec import DeploySpec
@@ -39,14 +38,14 @@ class Router:
 
     def __init__(self, spec: DeploySpec) -> None:
         self.spec = spec
-        self.table = [WorkerSlot(index=i, capacity=spec.worker_concurrency) for i in range(spec.resources.num_workers)]
+        table = [WorkerSlot(index=i, capacity=spec.worker_concurrency) for i in range(spec.resources.num_workers)]
+        self.slots = SlotPool(table, max_queue=spec.queue.max_queue, timeout_s=spec.queue.request_timeout_s,
+                              name=spec.alias)
         self.workers: list[Any] = []
-        self.waiters: deque[asyncio.Future[int]] = deque()
         self.created = time.time()
-        self.closing = False
         if ray.get_runtime_context().was_current_actor_reconstructed:
             # NOTE: a restarted router re-attaches to its detached workers by name; counters start afresh.
-            self.workers = [ray.get_actor(spec.worker_name(i), namespace=NAMESPACE) for i in range(len(self.table))]
+            self.workers = [ray.get_actor(spec.worker_name(i), namespace=NAMESPACE) for i in range(len(table))]
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -68,10 +67,7 @@ class Router:
 
     async def shutdown(self, graceful_s: float = 10.0) -> None:
         """Refuse new requests, let each engine release its resources, then kill the workers."""
-        self.closing = True
-        for fut in self.waiters:
-            if not fut.done():
-                fut.set_exception(BackendUnavailableError(f"'{self.spec.alias}' is being undeployed"))
+        self.slots.close(f"'{self.spec.alias}' is being undeployed")
         try:
             await asyncio.wait_for(asyncio.gather(*(w.shutdown.remote() for w in self.workers),
                                                   return_exceptions=True), graceful_s)
@@ -108,7 +104,7 @@ class Router:
             yield chunk
 
     async def _unary(self, method: str, req: Any) -> Any:
-        pos = await self._acquire()
+        pos = await self.slots.acquire()
         ref = getattr(self.workers[pos], method).remote(req)
         start, ok = time.perf_counter(), False
         try:
@@ -121,10 +117,10 @@ class Router:
         except Exception as exc:
             raise translate(exc) from None
         finally:
-            self._release(pos, time.perf_counter() - start, ok)
+            self.slots.release(pos, time.perf_counter() - start, ok)
 
     async def _stream(self, method: str, req: Any) -> AsyncIterator[Chunk]:
-        pos = await self._acquire()
+        pos = await self.slots.acquire()
         gen = getattr(self.workers[pos], method).remote(req)
         start, ok = time.perf_counter(), False
         try:
@@ -137,71 +133,12 @@ class Router:
         except Exception as exc:
             raise translate(exc) from None
         finally:
-            self._release(pos, time.perf_counter() - start, ok)
-
-    # -- slots and queue ------------------------------------------------------------------------------------
-    async def _acquire(self) -> int:
-        if self.closing:
-            raise BackendUnavailableError(f"'{self.spec.alias}' is being undeployed")
-        pos = pick_worker(self.table)
-        if pos is not None:
-            self.table[pos].take(time.monotonic())
-            return pos
-        queue = self.spec.queue
-        if len(self.waiters) >= queue.max_queue:
-            raise OverloadedError(f"'{self.spec.alias}' is overloaded: all {self._slots()} slots busy and "
-                                  f"{len(self.waiters)} requests queued; retry later or deploy more workers",
-                                  retry_after=1.0)
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self.waiters.append(fut)
-        try:
-            done, _ = await asyncio.wait((fut,), timeout=queue.request_timeout_s)
-        except BaseException:
-            self._abandon(fut)
-            raise
-        if not done:
-            self._abandon(fut)
-            raise OverloadedError(f"'{self.spec.alias}' is overloaded: no slot freed within "
-                                  f"{queue.request_timeout_s:g}s; retry later or deploy more workers",
-                                  retry_after=1.0)
-        return fut.result()
-
-    def _abandon(self, fut: asyncio.Future[int]) -> None:
-        """A waiter gave up: hand back a slot it was already given, or leave the queue."""
-        if fut.done() and not fut.cancelled() and fut.exception() is None:
-            slot = self.table[fut.result()]
-            slot.running -= 1
-            slot.total_requests -= 1
-            self._wake()
-            return
-        fut.cancel()
-        try:
-            self.waiters.remove(fut)
-        except ValueError:
-            pass
-
-    def _release(self, pos: int, seconds: float, ok: bool) -> None:
-        self.table[pos].give_back(seconds, ok)
-        self._wake()
-
-    def _wake(self) -> None:
-        while self.waiters:
-            pos = pick_worker(self.table)
-            if pos is None:
-                return
-            fut = self.waiters.popleft()
-            if fut.done():
-                continue
-            self.table[pos].take(time.monotonic())
-            fut.set_result(pos)
-
-    def _slots(self) -> int:
-        return sum(s.capacity for s in self.table)
+            self.slots.release(pos, time.perf_counter() - start, ok)
 
     # -- introspection ---------------------------------------------------------------------------------------
     def stat(self) -> dict[str, Any]:
         """byzerllm's stat JSON plus queue length, running requests, errors and latency percentiles."""
-        out = table_stat(self.table, self.spec.worker_concurrency, len(self.waiters))
+        out = table_stat(self.slots.table, self.spec.worker_concurrency, len(self.slots.waiters))
         out["alias"] = self.spec.alias
         out["backend"] = self.spec.backend.registry_key
         out["uptime_s"] = round(time.time() - self.created, 1)
