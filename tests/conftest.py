@@ -33,8 +33,10 @@ def ray_cluster() -> Iterator[str]:
     import ray
 
     os.environ.pop("RAY_ADDRESS", None)
-    ray.init(address="local", namespace="byzer_like", num_cpus=8, include_dashboard=False,
-             logging_level=logging.ERROR, log_to_driver=False)
+    # NOTE: the dashboard serves the State API (`ray list actors`); a free port lets sessions run side by side.
+    ray.init(address="local", namespace="byzer_like", num_cpus=8, include_dashboard=True,
+             dashboard_host="127.0.0.1", dashboard_port=free_port(), logging_level=logging.ERROR,
+             log_to_driver=False)
     address = ray.get_runtime_context().gcs_address
     os.environ["RAY_ADDRESS"] = address
     yield address
@@ -66,6 +68,15 @@ def smollm2_path() -> str:
     from byzer_like.models import bundled_smollm2_gguf
 
     return str(bundled_smollm2_gguf())
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def run_cli(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
