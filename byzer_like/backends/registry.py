@@ -19,6 +19,17 @@ from byzer_like.spec import DeploySpec, ResourceSpec
 _REGISTRY: dict[str, str] = {
     "llama_cpp": "byzer_like.backends.llama_cpp:LlamaCppBackend",
     "custom/echo": "byzer_like.backends.echo:EchoBackend",
+    "transformers": "byzer_like.backends.transformers:TransformersBackend",
+    "vllm": "byzer_like.backends.vllm:VllmBackend",
+    "custom/bge:transformers": "byzer_like.backends.embeddings:EmbeddingBackend",
+    # SaaS proxies (byzer_like/saas/): the key is the model type
+    "saas/openai": "byzer_like.saas.openai_compat:OpenAIBackend",
+    "saas/official_openai": "byzer_like.saas.openai_compat:OpenAIBackend",
+    "saas/azure_openai": "byzer_like.saas.azure_openai:AzureOpenAIBackend",
+    "saas/claude": "byzer_like.saas.claude:ClaudeBackend",
+    "saas/aws_bedrock": "byzer_like.saas.bedrock:BedrockBackend",
+    "saas/qianwen": "byzer_like.saas.qianwen:QianwenBackend",
+    "saas/qianwen_vl": "byzer_like.saas.qianwen:QianwenVLBackend",
 }
 
 

@@ -1,0 +1,151 @@
+"""OpenAI and every OpenAI-compatible host (DeepSeek, SiliconFlow, Moonshot, 01.AI, Ollama, one-api, vLLM...).
+
+``saas/openai`` and ``saas/official_openai`` both land here, through ``openai.AsyncOpenAI`` with the SDK's own
+retries off (ours honour Retry-After with jitter within a budget, the same for every provider). Streams ask for
+usage (``stream_options.include_usage``); reasoning models' ``reasoning_content`` goes to ``Chunk.reasoning``, apart
+from the answer. Image content parts pass through unchanged (vision models such as ``yi-vision``).
+
+Example:
+    byzer-like deploy --pretrained_model_type saas/openai --model deepseek_chat \\
+        --infer_params saas.base_url=https://api.deepseek.com/v1 saas.api_key=${DEEPSEEK_API_KEY} \\
+        saas.model=deepseek-chat
+"""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator, ClassVar
+
+import httpx
+import openai
+from pydantic import Field
+
+from byzer_like.backends.base import EngineOptions
+from byzer_like.protocol import ChatRequest, Chunk, EmbeddingRequest, EmbeddingResponse, SamplingParams, Usage
+from byzer_like.saas.base import SaasBackend, SaasOptions
+from byzer_like.saas.errors import ErrorMap, body_message, connection_error, error_for_status, \
+    retry_after_seconds, timeout_error
+
+OPENAI_PARAMS = {"max_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p", "stop": "stop",
+                 "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty", "seed": "seed"}
+EXTRA_PARAMS = ("top_k", "min_p", "repetition_penalty")  # vLLM/SiliconFlow-style hosts take these in the body
+
+
+class OpenAIOptions(SaasOptions):
+    """Options of ``saas/openai`` and ``saas/official_openai``."""
+
+    organization: str | None = Field(default=None, description="OpenAI organization id.")
+    api_type: str | None = Field(default=None, description="Accepted for byzerllm compatibility; not used.")
+    stream_usage: bool = Field(default=True, description="Ask for usage in streams (stream_options.include_usage).")
+    extra_params: list[str] = Field(
+        default_factory=list,
+        description="Non-OpenAI sampling params this host honours, sent in the body: top_k, min_p, "
+                    "repetition_penalty (vLLM, SiliconFlow, one-api). Others are refused with a clear error.")
+
+
+def _status_error(provider: str, exc: BaseException) -> Any:
+    assert isinstance(exc, openai.APIStatusError)
+    body = exc.body
+    param = body.get("param") if isinstance(body, dict) else None
+    code = body.get("code") if isinstance(body, dict) else None
+    return error_for_status(provider, exc.status_code, body_message(body, exc.message),
+                            retry_after=retry_after_seconds(exc.response.headers), param=param,
+                            code=code if isinstance(code, str) else None)
+
+
+def _api_error(provider: str, exc: BaseException) -> Any:
+    assert isinstance(exc, openai.APIError)
+    return error_for_status(provider, None, body_message(exc.body, exc.message))
+
+
+def openai_error_map(provider: str) -> ErrorMap:
+    """Exception types of the ``openai`` SDK -> our errors."""
+    return ErrorMap(provider, {
+        openai.APIStatusError: _status_error,
+        openai.APITimeoutError: timeout_error,
+        openai.APIConnectionError: connection_error,
+        openai.APIError: _api_error,  # e.g. an error event inside an SSE stream
+        # NOTE: a connection cut mid-stream surfaces from httpx unwrapped, while the SDK iterates the body.
+        httpx.TimeoutException: timeout_error,
+        httpx.TransportError: connection_error,
+    })
+
+
+class OpenAIBackend(SaasBackend):
+    """A proxy to an OpenAI-compatible chat/embeddings API.
+
+    Example:
+        >>> spec = DeploySpec(alias="gpt", backend=BackendSpec(model_type="saas/openai",  # doctest: +SKIP
+        ...     engine_kwargs={"model": "gpt-4o", "api_key": "sk-..."}))
+    """
+
+    options_model: ClassVar[type[EngineOptions]] = OpenAIOptions
+    supported_params = frozenset(OPENAI_PARAMS)
+    provider = "openai"
+    options: OpenAIOptions
+
+    @classmethod
+    def error_map(cls) -> ErrorMap:
+        """The ``openai`` SDK's exception table."""
+        return openai_error_map(cls.provider)
+
+    def check_params(self, req: SamplingParams) -> None:
+        """Like the base check, but also allowing the host's declared ``extra_params``."""
+        self.supported_params = frozenset(OPENAI_PARAMS) | frozenset(self.options.extra_params)
+        super().check_params(req)
+
+    def make_client(self) -> Any:
+        """``openai.AsyncOpenAI`` with our timeout and the SDK's retries off."""
+        return openai.AsyncOpenAI(api_key=self.secrets.get("api_key") or "EMPTY", base_url=self.options.base_url,
+                                  organization=self.options.organization, timeout=self.options.timeout,
+                                  max_retries=0)
+
+    def request_kwargs(self, req: ChatRequest) -> dict[str, Any]:
+        """The body of one chat completion request."""
+        kwargs: dict[str, Any] = {"model": self.options.model, "stream": True,
+                                  "messages": [m.model_dump(exclude_none=True) for m in req.messages],
+                                  **self.params(req, OPENAI_PARAMS)}
+        extra = {k: getattr(req, k) for k in self.options.extra_params if getattr(req, k, None) is not None}
+        if extra:
+            kwargs["extra_body"] = extra
+        if self.options.stream_usage:
+            kwargs["stream_options"] = {"include_usage": True}
+        return kwargs
+
+    async def stream_chat(self, req: ChatRequest) -> AsyncIterator[Chunk]:
+        """One streamed chat completion; finish reason and usage go out together in the last chunk."""
+        stream = await self.client.chat.completions.create(**self.request_kwargs(req))
+        finish, usage = None, None
+        async with stream:
+            async for event in stream:
+                if event.usage is not None:
+                    usage = Usage(prompt_tokens=event.usage.prompt_tokens or 0,
+                                  completion_tokens=event.usage.completion_tokens or 0)
+                for choice in event.choices[:1]:
+                    text, reasoning = choice.delta.content or "", _reasoning(choice.delta)
+                    if text or reasoning:
+                        yield Chunk(text=text, reasoning=reasoning)
+                    finish = choice.finish_reason or finish
+        if finish is not None:
+            yield Chunk(finish_reason=_finish(finish), usage=usage or Usage())
+
+    async def embed_once(self, req: EmbeddingRequest) -> EmbeddingResponse:
+        """One embeddings call (e.g. ``text-embedding-3-small``)."""
+        out = await self.client.embeddings.create(model=self.options.model, input=req.input)
+        vectors = [item.embedding for item in sorted(out.data, key=lambda item: item.index)]
+        tokens = out.usage.prompt_tokens if out.usage is not None else 0
+        return EmbeddingResponse(embeddings=vectors, usage=Usage(prompt_tokens=tokens))
+
+
+def _reasoning(delta: Any) -> str:
+    """DeepSeek-style ``reasoning_content`` (or ``reasoning``) of a delta, kept apart from the answer."""
+    extra = delta.model_extra or {}
+    value = extra.get("reasoning_content") or extra.get("reasoning")
+    return value if isinstance(value, str) else ""
+
+
+_FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls",
+           "content_filter": "content_filter"}
+
+
+def _finish(reason: str) -> Any:
+    return _FINISH.get(reason, "stop")

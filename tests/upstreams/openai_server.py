@@ -1,0 +1,156 @@
+"""A fake OpenAI-compatible API: chat completions (JSON and SSE, usage, reasoning_content), embeddings, audio
+transcriptions and speech, image generation. Reusable by the gateway tests and the SaaS bench.
+
+Run standalone for benches: ``python -m tests.upstreams.openai_server --port 18080``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+from tests.upstreams.server import UpstreamServer, count_tokens, cut, words_of
+
+
+def reply_for(body: dict[str, Any]) -> str:
+    """The deterministic answer: ``echo: <last message text>``."""
+    content = body["messages"][-1].get("content") or ""
+    if isinstance(content, list):
+        text = " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+        images = sum(p.get("type") == "image_url" for p in content)
+        content = f"{text} [{images} image(s)]" if images else text
+    return f"echo: {content}"
+
+
+def prompt_tokens(body: dict[str, Any]) -> int:
+    """Words over every message's text."""
+    return sum(count_tokens(m["content"] if isinstance(m.get("content"), str) else "x") for m in body["messages"])
+
+
+class OpenAIUpstream(UpstreamServer):
+    """OpenAI's wire protocol on 127.0.0.1 (paths under ``/v1``).
+
+    A model whose name contains ``reasoner`` streams ``reasoning_content`` before the answer.
+    """
+
+    def routes(self) -> list[tuple[str, str, Any]]:
+        """The OpenAI routes this fake serves."""
+        return [("POST", "/v1/chat/completions", self.chat), ("POST", "/v1/embeddings", self.embeddings),
+                ("POST", "/v1/audio/transcriptions", self.transcribe), ("POST", "/v1/audio/speech", self.speech),
+                ("POST", "/v1/images/generations", self.images), ("GET", "/v1/models", self.models)]
+
+    async def models(self, request: web.Request) -> web.StreamResponse:
+        """``GET /v1/models``."""
+        return web.json_response({"object": "list", "data": [{"id": "gpt-4o", "object": "model"}]})
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/chat/completions``."""
+        early, fault, body = await self.admit(request)
+        if early is not None:
+            return early
+        text = reply_for(body)
+        words = words_of(text)[: body.get("max_tokens") or None]
+        finish = "length" if len(words) < len(words_of(text)) else "stop"
+        usage = {"prompt_tokens": prompt_tokens(body), "completion_tokens": len(words),
+                 "total_tokens": prompt_tokens(body) + len(words)}
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": "".join(words)}
+            return web.json_response({"id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()),
+                                      "model": body["model"], "usage": usage,
+                                      "choices": [{"index": 0, "message": message, "finish_reason": finish}]})
+        return await self._stream(request, body, words, finish, usage, fault.cut_after if fault else None)
+
+    async def _stream(self, request: web.Request, body: dict[str, Any], words: list[str], finish: str,
+                      usage: dict[str, int], cut_after: int | None) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        deltas = [{"reasoning_content": "thinking..."}] if "reasoner" in body["model"] else []
+        deltas += [{"content": w} for w in words]
+        for i, delta in enumerate(deltas):
+            if cut_after is not None and i == cut_after:
+                cut(resp, request)
+                return resp
+            await resp.write(_sse(_chunk(body, delta, None)))
+        await resp.write(_sse(_chunk(body, {}, finish)))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await resp.write(_sse({**_chunk(body, {}, None), "choices": [], "usage": usage}))
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/embeddings``: a 4-dim vector per text."""
+        early, _, body = await self.admit(request)
+        if early is not None:
+            return early
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [{"object": "embedding", "index": i, "embedding": _vector(t)} for i, t in enumerate(texts)]
+        tokens = sum(count_tokens(t) for t in texts)
+        return web.json_response({"object": "list", "model": body["model"], "data": data,
+                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    async def transcribe(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/audio/transcriptions`` (multipart): the "transcript" says how many bytes arrived."""
+        if not self.authorized(request):
+            return self.error_response(401, "Incorrect API key provided")
+        form = await request.post()
+        audio = form["file"]
+        size = len(audio.file.read()) if hasattr(audio, "file") else len(str(audio))
+        self.received.append(_received(request, {"model": form.get("model"), "bytes": size}))
+        return web.json_response({"text": f"transcript of {size} bytes"})
+
+    async def speech(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/audio/speech``: fake mp3 bytes."""
+        early, _, body = await self.admit(request)
+        if early is not None:
+            return early
+        return web.Response(body=b"ID3" + body["input"].encode(), content_type="audio/mpeg")
+
+    async def images(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/images/generations``: one tiny base64 "image"."""
+        early, _, body = await self.admit(request)
+        if early is not None:
+            return early
+        data = base64.b64encode(b"PNG:" + body["prompt"].encode()).decode()
+        return web.json_response({"created": int(time.time()), "data": [{"b64_json": data,
+                                                                          "revised_prompt": body["prompt"]}]})
+
+
+def _received(request: web.Request, body: Any) -> Any:
+    from tests.upstreams.server import Received
+
+    return Received(request.path, dict(request.headers), body)
+
+
+def _chunk(body: dict[str, Any], delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+def _vector(text: str) -> list[float]:
+    return [float(len(text)), float(sum(c in "aeiou" for c in text)), float(text.count(" ")), 1.0]
+
+
+def main() -> None:
+    """Serve until killed (for benches in another process)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--api-key", default="sk-test-secret-123456")
+    args = parser.parse_args()
+    server = OpenAIUpstream(api_key=args.api_key, port=args.port).start()
+    print(server.url, flush=True)
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    main()
