@@ -52,6 +52,8 @@ class SamplingParams(BaseModel):
     presence_penalty: float | None = Field(default=None, ge=-2, le=2, description="Presence penalty.")
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2, description="Frequency penalty.")
     seed: int | None = Field(default=None, description="Random seed for reproducible sampling.")
+    stop_token_ids: list[int] | None = Field(default=None, description="Token ids that end the answer (vLLM style).")
+    ignore_eos: bool | None = Field(default=None, description="Keep generating past end-of-sequence (benchmarks).")
 
     @field_validator("stop", mode="before")
     @classmethod

@@ -33,9 +33,9 @@ def main() -> None:
 
 def register() -> None:
     """Attach every subcommand (imported here so ``byzer_like.cli.main`` stays import-light)."""
-    from byzer_like.cli import chat, cluster, deploy, stat
+    from byzer_like.cli import chat, cluster, deploy, embed, models, stat
 
-    for module in (deploy, chat, stat, cluster):
+    for module in (deploy, chat, stat, cluster, embed, models):
         for command in module.COMMANDS:
             main.add_command(command)
 
