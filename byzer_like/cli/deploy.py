@@ -10,6 +10,8 @@ from typing import Any
 import click
 
 from byzer_like.cli.options import alias_argument, connect_cli, pick_alias, ray_address_option
+from byzer_like.cli.presets import presets
+from byzer_like.errors import InvalidSpecError
 from byzer_like.specfile import load_spec_file, spec_from_flags, spec_from_mapping
 
 _INFER_FLAGS = ("--infer_params", "--infer-params")
@@ -45,7 +47,50 @@ def _flag(*names: str, **kwargs: Any) -> Any:
     return click.option(*spellings, *names[1:], dest, **kwargs)
 
 
+def saas_key_options(func: Any) -> Any:
+    """``--token``, ``--token-env``, ``--token-file`` and ``--base_url`` for SaaS deployments and presets."""
+    func = _flag("--base_url", metavar="URL", help="SaaS API root (same as saas.base_url; overrides a preset's).")(func)
+    func = _flag("--token_file", metavar="PATH",
+                 help="Read the key from this file inside each worker (the key never leaves that node).")(func)
+    func = _flag("--token_env", metavar="VAR", help="Read the key from environment variable VAR here.")(func)
+    return _flag("--token", metavar="KEY", help="The key itself (prefer --token-env or --token-file).")(func)
+
+
+def apply_saas_flags(preset: str | None, flags: dict[str, Any]) -> dict[str, Any]:
+    """Fold a preset and the key/base-URL flags into the ordinary deploy flags (``saas.*`` infer params).
+
+    Keys are never put in a message; ``${VAR}`` / ``ENV {{VAR}}`` references in infer params are rendered here.
+
+    Raises:
+        InvalidSpecError: for an unknown preset or an unset ``--token-env`` variable.
+    """
+    from byzer_like.saas.presets import preset_flags
+    from byzer_like.specfile import render_env
+
+    token, token_env, token_file, base_url = (flags.pop(k) for k in ("token", "token_env", "token_file", "base_url"))
+    params = list(render_env(list(flags.get("infer_params") or ()), os.environ))
+    if preset:
+        defaults = preset_flags(preset, base_url)
+        params = list(defaults.pop("infer_params")) + params  # type: ignore[call-overload]
+        flags = {**defaults, **{k: v for k, v in flags.items() if v is not None}}
+        flags["model"] = flags.get("model") or preset
+    elif base_url:
+        params.append(f"saas.base_url={base_url}")
+    if token_env:
+        if not os.environ.get(token_env):
+            raise InvalidSpecError(f"environment variable {token_env} (from --token-env) is not set or empty; "
+                                   f"export {token_env}=... first", param="token_env")
+        params.append(f"saas.api_key={os.environ[token_env]}")
+    if token:
+        params.append(f"saas.api_key={token}")
+    if token_file:
+        params.append(f"saas.api_key_file={os.path.abspath(os.path.expanduser(token_file))}")
+    flags["infer_params"] = tuple(params)
+    return flags
+
+
 @click.command(cls=InferParamsCommand)
+@click.argument("preset", required=False)
 @_flag("--model", "--alias", metavar="ALIAS", help="Unique name of the deployment.")
 @_flag("--pretrained_model_type", help="custom/auto (local engine), custom/echo, or saas/<provider>.")
 @_flag("--infer_backend", help="llama_cpp, vllm or transformers (local models).")
@@ -61,15 +106,18 @@ def _flag(*names: str, **kwargs: Any) -> Any:
 @_flag("--deploy_timeout", type=float, help="Longest wait for the workers to load, seconds [900].")
 @_flag("--file", "-f", type=click.Path(dir_okay=False), help="YAML spec (flag names as keys; ENV {{VAR}} refs).")
 @click.option("--replace", is_flag=True, help="Replace an existing deployment of the same alias.")
+@saas_key_options
 @ray_address_option
-def deploy(file: str | None, replace: bool, ray_address: str, **flags: Any) -> None:
+def deploy(preset: str | None, file: str | None, replace: bool, ray_address: str, **flags: Any) -> None:
     """Deploy a model under an alias as a pool of Ray workers behind an LRU router.
 
     \b
     byzer-like deploy --model smol_chat --infer_backend llama_cpp --num_workers 2
     byzer-like deploy --pretrained_model_type custom/auto --infer_backend llama_cpp \\
         --model_path model.gguf --cpus_per_worker 1 --num_workers 2 --infer_params n_ctx=2048 --model smol_chat
+    byzer-like deploy deepseek-chat --token-env DEEPSEEK_API_KEY --alias deepseek_chat   (see `byzer-like presets`)
     """
+    flags = apply_saas_flags(preset, flags)
     flags["resources"] = {k: float(v) for k, v in (r.split("=", 1) for r in flags["resources"])} or None
     if file:
         spec = spec_from_mapping(load_spec_file(file, os.environ), flags)
@@ -125,4 +173,4 @@ def list_cmd(as_json: bool, ray_address: str) -> None:
                    f"{row['model_path'] or ''}")
 
 
-COMMANDS = [deploy, undeploy, list_cmd]
+COMMANDS = [deploy, undeploy, list_cmd, presets]

@@ -104,7 +104,7 @@ async def stream_with_retries(make: Callable[[], AsyncIterator[Chunk]], policy: 
         except Exception as exc:  # noqa: BLE001 - translated by type right here
             err = translate(exc)
         if started:
-    raise type(err)(f"{err.message} (the stream broke mid-way; the answer so far is incomplete)",
+            raise type(err)(f"{err.message} (the stream broke mid-way; the answer so far is incomplete)",
                             **err._kwargs()) from None
         wait = policy.delay(attempt, err, time.monotonic() - start)
         if wait is None:
