@@ -1,0 +1,75 @@
+"""The gateway as a Ray Serve application: a FastAPI ingress deployment built on each replica.
+
+The ingress class receives only the settings and the key *hashes*; the FastAPI app is built on the replica
+(``__serve_build_asgi_app__``), so nothing unpicklable or secret travels through Serve's controller.
+
+Example:
+    >>> start(GatewaySettings(port=8000, replicas=2))  # doctest: +SKIP
+    >>> stop()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ray import serve
+
+from byzer_like.gateway.app import build_app
+from byzer_like.gateway.auth import KeyTable
+from byzer_like.gateway.settings import APP_NAME, GatewaySettings
+
+logger = logging.getLogger(__name__)
+
+
+@serve.ingress()
+class GatewayIngress:
+    """One gateway replica.
+
+    Args:
+        settings: Process settings.
+        keys: Accepted API key hashes.
+    """
+
+    def __init__(self, settings: GatewaySettings, keys: KeyTable) -> None:
+        self.settings = settings
+        self.keys = keys
+
+    def __serve_build_asgi_app__(self) -> Any:
+        """Build the FastAPI app on the replica."""
+        return build_app(self.settings, keys=self.keys)
+
+
+def build_serve_app(settings: GatewaySettings, keys: KeyTable | None = None) -> Any:
+    """The bound Serve application (``serve.run`` it)."""
+    deployment = serve.deployment(GatewayIngress, name="gateway", num_replicas=settings.replicas,
+                                  max_ongoing_requests=settings.max_ongoing_requests,
+                                  ray_actor_options={"num_cpus": 0})
+    return deployment.bind(settings, keys or KeyTable())
+
+
+def start(settings: GatewaySettings, keys: KeyTable | None = None) -> str:
+    """Start (or update) the gateway on the connected cluster and return its URL once it is ready."""
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.run(build_serve_app(settings, keys), name=APP_NAME, route_prefix="/", blocking=False)
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    return f"http://{host}:{settings.port}"
+
+
+def stop() -> bool:
+    """Remove the gateway application; shut Serve down when nothing else runs on it.
+
+    Returns:
+        False when no gateway was running.
+    """
+    try:
+        apps = serve.status().applications
+    except Exception:  # noqa: BLE001 - Serve not running at all
+        return False
+    if APP_NAME not in apps:
+        return False
+    if set(apps) == {APP_NAME}:
+        serve.shutdown()
+    else:
+        serve.delete(APP_NAME)
+    return True
