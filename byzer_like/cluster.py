@@ -24,9 +24,9 @@ import ray
 
 from byzer_like._ray import NAMESPACE
 from byzer_like.errors import ClusterError
+from byzer_like.settings import ClusterSettings
 
 logger = logging.getLogger(__name__)
-DASHBOARD_PORT = 8265
 STOP_GRACE_S = 10.0
 
 
@@ -45,8 +45,23 @@ def _quiet_ray_logs() -> None:
     logging.getLogger("ray").setLevel(logging.ERROR)
 
 
+def _enable_token_auth_if_available() -> None:
+    """Use Ray's token when one exists and the user did not choose an auth mode.
+
+    Ray does this itself only for ``auto``/local clusters; a ``host:port`` address (ours, or ``RAY_ADDRESS``) would
+    otherwise connect without the token and be refused by a token-authenticated cluster.
+    """
+    try:
+        from ray._private.authentication.authentication_token_setup import (  # noqa: PLC0415
+            maybe_enable_token_auth_if_token_available)
+    except ImportError:  # an older Ray without token auth
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
 def _init(address: str) -> ClusterInfo:
     _quiet_ray_logs()
+    _enable_token_auth_if_available()
     ctx = ray.init(address=address, namespace=NAMESPACE, logging_level=logging.ERROR, log_to_driver=False)
     url = ctx.dashboard_url or None
     if url and not url.startswith("http"):
@@ -129,8 +144,12 @@ def start_local_head() -> None:
 
     Ray records it as this machine's current cluster, so ``address="auto"`` finds it from then on.
     """
+    settings = ClusterSettings()
     cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--disable-usage-stats",
-           "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={DASHBOARD_PORT}"]
+           f"--port={settings.ray_port}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+           f"--dashboard-port={settings.dashboard_port}"]
+    if settings.ray_num_cpus:
+        cmd.append(f"--num-cpus={settings.ray_num_cpus}")
     proc = subprocess.run(cmd, env=ray_cli_env(), capture_output=True, text=True, timeout=180)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
