@@ -1,0 +1,190 @@
+"""The gateway for real: ``byzer-like serve`` on the session cluster (Ray Serve's HTTP proxy), driven by the real
+``openai`` SDK (sync, async, streaming, embeddings), the real ``text_generation`` client and raw HTTP, against a
+llama.cpp SmolLM2 alias and echo aliases.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import httpx
+import openai
+import pytest
+import text_generation
+
+from byzer_like import Client, DeploySpec
+from byzer_like.spec import BackendSpec, ResourceSpec
+
+KEY = "e2e-secret-key"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def gateway(ray_cluster):
+    """Deploy the aliases, start the gateway with the CLI, yield its URL; stop everything after."""
+    from tests.conftest import run_cli
+    from byzer_like.pool import deploy, list_aliases, undeploy
+
+    specs = [DeploySpec(alias="e2e_smol", backend=BackendSpec(infer_backend="llama_cpp")),
+             DeploySpec(alias="e2e_echo", backend=BackendSpec(model_type="custom/echo",
+                                                               engine_kwargs={"token_delay_s": 0.05})),
+             DeploySpec(alias="e2e_slow", backend=BackendSpec(model_type="custom/echo",
+                                                               engine_kwargs={"token_delay_s": 0.3}),
+                        resources=ResourceSpec(worker_concurrency=2))]
+    for spec in specs:
+        deploy(spec, replace=True)
+    port = _free_port()
+    done = run_cli("serve", "--port", str(port), "--api-key-env", "E2E_GW_KEYS",
+                   env={"E2E_GW_KEYS": f"{KEY} limited=e2e_echo"})
+    assert done.returncode == 0, done.stderr
+    assert KEY not in done.stdout + done.stderr  # keys are never printed
+    url = f"http://127.0.0.1:{port}"
+    _wait_ready(url)
+    yield url
+    stopped = run_cli("serve", "--stop")
+    for spec in specs:
+        if spec.alias in list_aliases():
+            undeploy(spec.alias, force=True)
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stderr
+
+
+def _wait_ready(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError("gateway did not become ready")
+
+
+@pytest.fixture()
+def oai(gateway):
+    return openai.OpenAI(base_url=f"{gateway}/v1", api_key=KEY, max_retries=0)
+
+
+def test_openai_sync_chat_smollm2_paris(oai):
+    resp = oai.chat.completions.create(model="e2e_smol", temperature=0, max_tokens=48,
+                                       messages=[{"role": "user", "content": "What is the capital of France?"}])
+    assert "Paris" in resp.choices[0].message.content
+    assert resp.usage.completion_tokens > 0 and resp.choices[0].finish_reason in ("stop", "length")
+
+
+def test_openai_streaming_with_usage(oai):
+    stream = oai.chat.completions.create(model="e2e_smol", temperature=0, max_tokens=48, stream=True,
+                                         stream_options={"include_usage": True},
+                                         messages=[{"role": "user", "content": "What is the capital of France?"}])
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "Paris" in text
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+@pytest.fixture()
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_openai_async_chat_and_completion(gateway):
+    client = openai.AsyncOpenAI(base_url=f"{gateway}/v1", api_key=KEY, max_retries=0)
+    chat = await client.chat.completions.create(model="e2e_echo", messages=[{"role": "user", "content": "hi there"}])
+    comp = await client.completions.create(model="e2e_smol", prompt="The capital of France is", max_tokens=8,
+                                           temperature=0)
+    assert chat.choices[0].message.content == "hi there"
+    assert comp.choices[0].text.strip() and comp.usage.completion_tokens <= 8
+    await client.close()
+
+
+def test_openai_embeddings_default_base64(oai):
+    resp = oai.embeddings.create(model="e2e_echo", input=["hello world", "x"])  # the SDK asks for base64
+    assert [len(d.embedding) for d in resp.data] == [4, 4]
+    assert resp.data[0].embedding[:3] == [11.0, 3.0, 1.0]
+
+
+def test_openai_models_and_errors(oai):
+    ids = {m.id for m in oai.models.list().data}
+    assert {"e2e_smol", "e2e_echo", "e2e_slow"} <= ids
+    with pytest.raises(openai.NotFoundError):
+        oai.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.BadRequestError) as info:
+        oai.chat.completions.create(model="e2e_echo", messages=[{"role": "user", "content": "x"}],
+                                    extra_body={"min_p": 0.1})
+    assert info.value.body["param"] == "min_p"
+
+
+def test_openai_auth_through_proxy(gateway):
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{gateway}/v1", api_key="wrong", max_retries=0).models.list()
+    limited = openai.OpenAI(base_url=f"{gateway}/v1", api_key="limited", max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError):
+        limited.chat.completions.create(model="e2e_smol", messages=[{"role": "user", "content": "x"}])
+    assert [m.id for m in limited.models.list().data] == ["e2e_echo"]
+    assert httpx.get(f"{gateway}/health").status_code == 200
+
+
+def test_text_generation_client(gateway):
+    client = text_generation.Client(f"{gateway}/e2e_smol", headers={"Authorization": f"Bearer {KEY}"}, timeout=120)
+    resp = client.generate("The capital of France is", max_new_tokens=8)
+    assert resp.generated_text and resp.details.generated_tokens <= 8
+    tokens = list(client.generate_stream("The capital of France is", max_new_tokens=8))
+    assert tokens[-1].generated_text == "".join(t.token.text for t in tokens)
+    assert tokens[-1].details.finish_reason.value in ("length", "eos_token")
+
+
+def test_simple_endpoints_raw_http(gateway):
+    auth = {"Authorization": f"Bearer {KEY}"}
+    seed4 = httpx.post(f"{gateway}/e2e_echo/", json={"prompt": "hello", "history": []}, headers=auth)
+    seed3 = httpx.get(f"{gateway}/e2e_echo/chat", params={"prompt": "who are you"}, headers=auth)
+    assert seed4.json()["response"] == "hello" and seed4.json()["history"] == [["hello", "hello"]]
+    assert seed3.text == "who are you" and seed3.headers["content-type"].startswith("text/plain")
+    bad = httpx.post(f"{gateway}/v1/chat/completions", content=b"{oops", headers=auth)
+    assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_cancelled_stream_frees_its_slot(gateway):
+    words = " ".join(f"w{i}" for i in range(200))  # 200 words x 0.3 s: far longer than the test
+    body = {"model": "e2e_slow", "stream": True, "messages": [{"role": "user", "content": words}]}
+    stat = Client("e2e_slow").stat
+    with httpx.stream("POST", f"{gateway}/v1/chat/completions", json=body,
+                      headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as resp:
+        seen = 0
+        for line in resp.iter_lines():
+            seen += line.startswith("data: ")
+            if seen >= 3:
+                break
+        assert stat()["running_requests"] == [1]
+    deadline = time.monotonic() + 15
+    while stat()["running_requests"] != [0] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    final = stat()
+    assert final["running_requests"] == [0] and final["state"] == [2]
+
+
+def test_keeps_serving_across_deploy_and_undeploy(gateway, oai):
+    from byzer_like.pool import deploy, undeploy
+
+    deploy(DeploySpec(alias="e2e_late", backend=BackendSpec(model_type="custom/echo")), replace=True)
+    try:
+        resp = oai.chat.completions.create(model="e2e_late", messages=[{"role": "user", "content": "late"}])
+        assert resp.choices[0].message.content == "late"
+    finally:
+        undeploy("e2e_late", force=True)
+    with pytest.raises(openai.NotFoundError):
+        oai.chat.completions.create(model="e2e_late", messages=[{"role": "user", "content": "late"}])
+    deploy(DeploySpec(alias="e2e_late", backend=BackendSpec(model_type="custom/echo")), replace=True)
+    try:  # a redeploy under the same name is picked up (the cached router handle is re-resolved)
+        resp = oai.chat.completions.create(model="e2e_late", messages=[{"role": "user", "content": "again"}])
+        assert resp.choices[0].message.content == "again"
+    finally:
+        undeploy("e2e_late", force=True)
+    assert "byzer_like_gateway_requests_total" in httpx.get(f"{gateway}/metrics",
+                                                            headers={"Authorization": f"Bearer {KEY}"}).text
