@@ -2,7 +2,8 @@
 # Set up, deploy the bundled SmolLM2 on llama.cpp (2 workers) on an embedded local Ray cluster, chat, stat, clean up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+# The demo needs only llama.cpp; `bash scripts/test.sh` (or BYZER_LIKE_ENGINES=1) installs the other engines.
+BYZER_LIKE_ENGINES=${BYZER_LIKE_ENGINES:-0} bash scripts/setup.sh
 BL=.venv/bin/byzer-like
 started_cluster=0
 $BL cluster status >/dev/null 2>&1 || started_cluster=1
