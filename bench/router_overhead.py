@@ -1,8 +1,9 @@
 """Router overhead: a no-op (echo) backend called through the alias's router vs the same call on a bare actor.
 
-Both paths run in one process, interleaved round by round so machine noise hits them alike:
-- bare:   a Worker actor hosting the echo backend, called directly (``worker.chat.remote(req)``)
-- router: the same Worker behind the alias's Router (``AsyncClient(alias).chat(...)``: client -> router -> worker)
+All paths run in one process, interleaved round by round so machine noise hits them alike:
+- bare:    a Worker actor hosting the echo backend, called directly (``worker.chat.remote(req)``)
+- forward: a minimal async actor that only forwards to a bare Worker (the cost of a second Ray hop, no bookkeeping)
+- router:  the alias's Router in front of its Worker (``AsyncClient(alias).chat(...)``: client -> router -> worker)
 
 Reports p50/p99 latency at concurrency 1 and requests/s at concurrency 32 (median and spread over rounds), and the
 router's added cost. Usage:
@@ -38,6 +39,17 @@ def spec() -> DeploySpec:
         "queue": {"max_queue": 4096}})
 
 
+@ray.remote
+class Forwarder:
+    """The least any router can do: one more actor hop."""
+
+    def __init__(self, worker):
+        self.worker = worker
+
+    async def chat(self, req):
+        return await self.worker.chat.remote(req)
+
+
 async def latencies(call, n: int) -> list[float]:
     out = []
     for _ in range(n):
@@ -68,16 +80,22 @@ async def run(args: argparse.Namespace) -> dict:
     resolved = deploy(spec(), replace=True)
     bare = ray.remote(Worker).options(max_concurrency=64 + 8, num_cpus=0.01).remote(resolved, 0)
     await bare.start.remote()
+    target = ray.remote(Worker).options(max_concurrency=64 + 8, num_cpus=0.01).remote(resolved, 0)
+    await target.start.remote()
+    forwarder = Forwarder.options(max_concurrency=1000, num_cpus=0).remote(target)
     client = AsyncClient(ALIAS)
     req = ChatRequest(messages=[Message(role="user", content="ping")])
 
     async def call_bare():
         return await bare.chat.remote(req)
 
+    async def call_forward():
+        return await forwarder.chat.remote(req)
+
     async def call_router():
         return await client.chat("ping")
 
-    paths = {"bare": call_bare, "router": call_router}
+    paths = {"bare": call_bare, "forward": call_forward, "router": call_router}
     for call in paths.values():  # warm up both paths
         await latencies(call, 50)
         await throughput(call, 320, CONCURRENCY)
@@ -90,7 +108,8 @@ async def run(args: argparse.Namespace) -> dict:
             lat[name].extend(values)
             p50s[name].append(pct(values, 50))
             rps[name].append(await throughput(call, args.burst, CONCURRENCY))
-    ray.kill(bare)
+    for actor in (bare, target, forwarder):
+        ray.kill(actor)
     undeploy(ALIAS)
     result = {}
     for name in paths:
@@ -100,6 +119,7 @@ async def run(args: argparse.Namespace) -> dict:
             "rps_c32_median": round(statistics.median(rps[name]), 1),
             "rps_c32_min": round(min(rps[name]), 1), "rps_c32_max": round(max(rps[name]), 1)}
     result["added_p50_ms"] = round(result["router"]["p50_ms"] - result["bare"]["p50_ms"], 3)
+    result["router_over_forward_p50_ms"] = round(result["router"]["p50_ms"] - result["forward"]["p50_ms"], 3)
     result["rps_ratio_router_over_bare"] = round(result["router"]["rps_c32_median"] / result["bare"]["rps_c32_median"],
                                                  3)
     return result
@@ -115,12 +135,14 @@ def main() -> None:
              logging_level=logging.ERROR, log_to_driver=False)
     result = asyncio.run(run(args))
     print(json.dumps(result, indent=2))
-    b, r = result["bare"], result["router"]
-    print(f"\nconcurrency 1 : bare p50 {b['p50_ms']:.2f} ms p99 {b['p99_ms']:.2f} ms | router p50 {r['p50_ms']:.2f} ms "
-          f"p99 {r['p99_ms']:.2f} ms | router adds {result['added_p50_ms']:.2f} ms at p50 (target <= 2 ms)")
-    print(f"concurrency 32: bare {b['rps_c32_median']:.0f} req/s [{b['rps_c32_min']:.0f}-{b['rps_c32_max']:.0f}] | "
-          f"router {r['rps_c32_median']:.0f} req/s [{r['rps_c32_min']:.0f}-{r['rps_c32_max']:.0f}] | "
-          f"ratio {result['rps_ratio_router_over_bare']:.2f} (target >= 500 req/s)")
+    print()
+    for name in ("bare", "forward", "router"):
+        r = result[name]
+        print(f"{name:<8} c=1 p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms | c=32 {r['rps_c32_median']:6.0f} req/s "
+              f"[{r['rps_c32_min']:.0f}-{r['rps_c32_max']:.0f}]")
+    print(f"router adds {result['added_p50_ms']:.2f} ms at p50 over bare (target <= 2 ms), "
+          f"{result['router_over_forward_p50_ms']:.2f} ms over a bare forwarding hop; "
+          f"router/bare req/s ratio {result['rps_ratio_router_over_bare']:.2f} (target >= 500 req/s)")
     ray.shutdown()
 
 

@@ -110,3 +110,25 @@ def test_cluster_status_lists_nodes_and_deployments(cli):
     assert data["address"] == os.environ["RAY_ADDRESS"]
     assert data["nodes"] and data["nodes"][0]["alive"] is True
     assert data["dashboard_url"].startswith("http://127.0.0.1:")
+
+
+def test_stat_interval_repeats_until_interrupted(cli, ray_cluster):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    assert cli("deploy", "--pretrained_model_type", "custom/echo", "--model", "cli_watch").returncode == 0
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "byzer_like.cli", "stat", "cli_watch", "--interval", "0.3"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                env={**os.environ, "RAY_ADDRESS": ray_cluster})
+        time.sleep(6)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert out.count("cli_watch (custom/echo)") >= 2
+        assert proc.returncode == 130 and "Traceback" not in err
+    finally:
+        cli("undeploy", "cli_watch", "--force")

@@ -171,3 +171,16 @@ def test_workers_are_named_with_resources_in_the_namespace(smol):
     assert rows["smol_it/worker-0"].class_name == "Worker" and rows["smol_it"].class_name == "Router"
     assert rows["smol_it/worker-1"].required_resources.get("CPU") == 1.0
     assert ray.get_actor("smol_it/worker-1", namespace="byzer_like") is not None
+
+
+def test_stop_strings_end_the_answer_before_the_stop_text(smol):
+    full = smol.chat(PARIS_Q, temperature=0, max_tokens=48)
+    assert "Paris" in full.text
+    cut = smol.chat(PARIS_Q, temperature=0, max_tokens=48, stop=["Paris"])
+    assert "Paris" not in cut.text and cut.finish_reason == "stop"
+    assert full.text.startswith(cut.text.strip()[:10])
+
+
+def test_llama_threads_follow_cpus_per_worker(smol):
+    facts = ray.get(ray.get_actor("smol_it/worker-0", namespace="byzer_like").describe.remote())
+    assert facts["n_threads"] == 1 and facts["model_path"].endswith(".gguf")
