@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -100,6 +101,22 @@ class ErrorMap:
         if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
             return timeout_error(self.provider, exc)
         return BackendError(f"{self.provider} proxy failed: {type(exc).__name__}: {exc}")
+
+
+def transport_mappers() -> dict[type[BaseException], Mapper]:
+    """Timeouts and broken connections of the HTTP stacks the SDKs use (``httpx``; newer SDKs ``httpx2``).
+
+    A connection cut while an SDK iterates a streamed body can surface unwrapped from these.
+    """
+    out: dict[type[BaseException], Mapper] = {}
+    for name in ("httpx", "httpx2"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        out[module.TimeoutException] = timeout_error
+        out[module.TransportError] = connection_error
+    return out
 
 
 def body_message(body: Any, fallback: str) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator, ClassVar
 
-import httpx
 import openai
 from pydantic import Field
 
@@ -23,7 +22,7 @@ from byzer_like.backends.base import EngineOptions
 from byzer_like.protocol import ChatRequest, Chunk, EmbeddingRequest, EmbeddingResponse, SamplingParams, Usage
 from byzer_like.saas.base import SaasBackend, SaasOptions
 from byzer_like.saas.errors import ErrorMap, body_message, connection_error, error_for_status, \
-    retry_after_seconds, timeout_error
+    retry_after_seconds, timeout_error, transport_mappers
 
 OPENAI_PARAMS = {"max_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p", "stop": "stop",
                  "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty", "seed": "seed"}
@@ -64,9 +63,7 @@ def openai_error_map(provider: str) -> ErrorMap:
         openai.APITimeoutError: timeout_error,
         openai.APIConnectionError: connection_error,
         openai.APIError: _api_error,  # e.g. an error event inside an SSE stream
-        # NOTE: a connection cut mid-stream surfaces from httpx unwrapped, while the SDK iterates the body.
-        httpx.TimeoutException: timeout_error,
-        httpx.TransportError: connection_error,
+        **transport_mappers(),
     })
 
 
