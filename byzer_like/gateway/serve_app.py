@@ -40,11 +40,19 @@ class GatewayIngress:
         return build_app(self.settings, keys=self.keys)
 
 
-def build_serve_app(settings: GatewaySettings, keys: KeyTable | None = None) -> Any:
-    """The bound Serve application (``serve.run`` it)."""
+def build_serve_app(settings: GatewaySettings, keys: KeyTable | None = None,
+                    runtime_env: dict[str, Any] | None = None) -> Any:
+    """The bound Serve application (``serve.run`` it).
+
+    Args:
+        settings: Process settings.
+        keys: Accepted API key hashes.
+        runtime_env: Ray runtime env of the replicas (e.g. Serve feature flags in ``env_vars``).
+    """
+    actor_options: dict[str, Any] = {"num_cpus": 0, **({"runtime_env": runtime_env} if runtime_env else {})}
     deployment = serve.deployment(GatewayIngress, name="gateway", num_replicas=settings.replicas,
                                   max_ongoing_requests=settings.max_ongoing_requests,
-                                  ray_actor_options={"num_cpus": 0})
+                                  ray_actor_options=actor_options)
     return deployment.bind(settings, keys or KeyTable())
 
 
