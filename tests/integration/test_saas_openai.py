@@ -183,3 +183,19 @@ def test_bad_option_names_the_param(cli, up):
     assert result.returncode == 2
     assert "temprature" in result.stderr and KEY not in result.stderr + result.stdout
     assert os.environ.get("RAY_ADDRESS")
+
+
+def test_azure_openai_seed_command_line(cli, up):
+    result = cli("deploy", "--pretrained_model_type", "saas/azure_openai", "--cpus_per_worker", "0.001",
+                 "--gpus_per_worker", "0", "--num_workers", "1", "--worker_concurrency", "10",
+                 "--infer_params", 'saas.api_type="azure"', f'saas.azure_endpoint="{up.url}/"', f'saas.api_key="{KEY}"',
+                 'saas.api_version="2024-02-15-preview"', 'saas.azure_deployment="gpt-4o-2024-05-13"',
+                 "saas.model=gpt-4o", "--model", "azure_gpt4o")
+    try:
+        assert result.returncode == 0, result.stderr
+        assert Client("azure_gpt4o").chat("hi azure").text == "echo: hi azure"
+        got = up.received[-1]
+        assert got.path == "/openai/deployments/gpt-4o-2024-05-13/chat/completions"
+        assert got.headers.get("api-key") == KEY
+    finally:
+        cli("undeploy", "azure_gpt4o", "--force")

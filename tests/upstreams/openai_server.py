@@ -42,7 +42,13 @@ class OpenAIUpstream(UpstreamServer):
         """The OpenAI routes this fake serves."""
         return [("POST", "/v1/chat/completions", self.chat), ("POST", "/v1/embeddings", self.embeddings),
                 ("POST", "/v1/audio/transcriptions", self.transcribe), ("POST", "/v1/audio/speech", self.speech),
-                ("POST", "/v1/images/generations", self.images), ("GET", "/v1/models", self.models)]
+                ("POST", "/v1/images/generations", self.images), ("GET", "/v1/models", self.models),
+                ("POST", "/openai/deployments/{deployment}/chat/completions", self.chat),
+                ("POST", "/openai/deployments/{deployment}/embeddings", self.embeddings)]
+
+    def authorized(self, request: web.Request) -> bool:
+        """OpenAI's ``Authorization: Bearer``, or Azure's ``api-key`` header."""
+        return super().authorized(request) or request.headers.get("api-key") == self.api_key
 
     async def models(self, request: web.Request) -> web.StreamResponse:
         """``GET /v1/models``."""
