@@ -232,5 +232,6 @@ def _count_cores(bind: str) -> int:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The engine's message on one line (pydantic errors put the reason on the lines after the header)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and "further information" not in ln]
+    return " ".join(lines[:4]) or type(exc).__name__

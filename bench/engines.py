@@ -1,0 +1,173 @@
+"""Engines through byzer_like vs the same engine called directly, in one run, same model and prompts.
+
+For each engine: single-stream tokens/s (median of --reps runs of --max-tokens tokens; greedy, EOS ignored where
+the engine allows) directly in this process, then through a 1-worker byzer_like deployment (client -> router ->
+worker actor, streaming). For vLLM also the aggregate tokens/s of 8 concurrent requests. Direct and deployed runs
+take turns (never at the same time) so they do not compete for the cores.
+
+    BYZER_LIKE_CACHE=/tmp/bl_cache .venv/bin/python bench/engines.py --engines transformers,vllm
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import time
+from typing import Any, Awaitable, Callable
+
+PROMPT = [{"role": "user", "content": "Write a short story about a robot who learns to paint."}]
+
+
+def med_rate(runs: list[tuple[int, float]]) -> float:
+    return statistics.median(tokens / secs for tokens, secs in runs)
+
+
+async def timed(fn: Callable[[], Awaitable[int]]) -> tuple[int, float]:
+    start = time.perf_counter()
+    tokens = await fn()
+    return tokens, time.perf_counter() - start
+
+
+# -- direct engines ------------------------------------------------------------------------------------------------
+async def direct_llama(args: argparse.Namespace) -> dict[str, float]:
+    from llama_cpp import Llama
+
+    from byzer_like.models import bundled_smollm2_gguf
+
+    llm = Llama(model_path=str(bundled_smollm2_gguf()), n_ctx=2048, n_threads=args.threads,
+                n_threads_batch=args.threads, verbose=False)
+
+    async def one() -> int:
+        out = llm.create_chat_completion(PROMPT, max_tokens=args.max_tokens, temperature=0)
+        return out["usage"]["completion_tokens"]
+
+    runs = [await timed(one) for _ in range(args.reps)]
+    llm.close()
+    return {"single_tok_s": med_rate(runs)}
+
+
+async def direct_transformers(args: argparse.Namespace) -> dict[str, float]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(args.threads)
+    tok = AutoTokenizer.from_pretrained(args.hf_path)
+    model = AutoModelForCausalLM.from_pretrained(args.hf_path, dtype=torch.float32).eval()
+    ids = tok.apply_chat_template(PROMPT, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+
+    async def one() -> int:
+        with torch.inference_mode():
+            out = model.generate(**ids, max_new_tokens=args.max_tokens, min_new_tokens=args.max_tokens,
+                                 do_sample=False)
+        return out.shape[1] - ids["input_ids"].shape[1]
+
+    return {"single_tok_s": med_rate([await timed(one) for _ in range(args.reps)])}
+
+
+async def direct_vllm(args: argparse.Namespace) -> dict[str, float]:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.sampling_params import RequestOutputKind, SamplingParams
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    os.environ.update(VLLM_CPU_KVCACHE_SPACE="1", VLLM_CPU_OMP_THREADS_BIND=f"0-{args.threads - 1}",
+                      OMP_NUM_THREADS=str(args.threads))
+    engine = AsyncLLM.from_engine_args(AsyncEngineArgs(model=args.hf_path, dtype="float32", enforce_eager=True,
+                                                       max_model_len=2048, max_num_seqs=32, disable_log_stats=True))
+    ids = engine.get_tokenizer().apply_chat_template(PROMPT, add_generation_prompt=True, tokenize=True,
+                                                     return_dict=False)
+    params = SamplingParams(max_tokens=args.max_tokens, temperature=0, ignore_eos=True,
+                            output_kind=RequestOutputKind.DELTA)
+    counter = iter(range(10**6))
+
+    async def one() -> int:
+        tokens = 0
+        async for out in engine.generate({"prompt_token_ids": list(ids)}, params, f"b{next(counter)}"):
+            tokens += len(out.outputs[0].token_ids)
+        return tokens
+
+    result = await measure(one, args)
+    engine.shutdown()
+    return result
+
+
+async def measure(one: Callable[[], Awaitable[int]], args: argparse.Namespace) -> dict[str, float]:
+    """Single-stream median and aggregate at concurrency 8."""
+    await one()  # warm-up
+    single = med_rate([await timed(one) for _ in range(args.reps)])
+
+    async def eight() -> int:
+        return sum(await asyncio.gather(*(one() for _ in range(8))))
+
+    return {"single_tok_s": single, "aggregate8_tok_s": med_rate([await timed(eight) for _ in range(args.reps)])}
+
+
+# -- through byzer_like --------------------------------------------------------------------------------------------
+async def deployed(engine: str, args: argparse.Namespace) -> dict[str, float]:
+    from byzer_like import AsyncClient, DeploySpec
+    from byzer_like.pool import deploy, undeploy
+    from byzer_like.spec import BackendSpec, ResourceSpec
+
+    path = None if engine == "llama_cpp" else args.hf_path
+    kwargs = {"max_model_len": 2048} if engine != "llama_cpp" else {"n_ctx": 2048}
+    spec = DeploySpec(alias=f"bench_{engine}", backend=BackendSpec(infer_backend=engine, model_path=path,
+                                                                   engine_kwargs=kwargs),
+                      resources=ResourceSpec(cpus_per_worker=args.threads))
+    await asyncio.to_thread(deploy, spec, replace=True)
+    client = AsyncClient(spec.alias, timeout=600)
+    extra = {"temperature": 0} if engine == "llama_cpp" else {"temperature": 0, "ignore_eos": True}
+
+    async def one() -> int:
+        usage = None
+        async for chunk in client.stream(PROMPT, max_tokens=args.max_tokens, **extra):
+            usage = chunk.usage or usage
+        return usage.completion_tokens
+
+    try:
+        if engine == "vllm":
+            return await measure(one, args)
+        await one()
+        return {"single_tok_s": med_rate([await timed(one) for _ in range(args.reps)])}
+    finally:
+        await asyncio.to_thread(undeploy, spec.alias)
+
+
+DIRECT: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, float]]]] = {
+    "llama_cpp": direct_llama, "transformers": direct_transformers, "vllm": direct_vllm}
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for engine in args.engines.split(","):
+        direct = await DIRECT[engine](args)
+        through = await deployed(engine, args)
+        ratios = {k: round(through[k] / direct[k], 3) for k in direct}
+        results[engine] = {"direct": direct, "byzer_like": through, "ratio": ratios}
+        print(json.dumps({engine: results[engine]}), flush=True)
+    return results
+
+
+def main() -> None:
+    import ray
+
+    from byzer_like.prepare import prepare_model
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--engines", default="llama_cpp,transformers,vllm")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    args.hf_path = str(prepare_model("smollm2-hf"))
+    ray.init(address="local", namespace="byzer_like", num_cpus=max(4, args.threads), include_dashboard=False,
+             log_to_driver=False)
+    try:
+        asyncio.run(run(args))
+    finally:
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
