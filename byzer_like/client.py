@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, AsyncIterator, Iterator, Sequence
 
 import ray
@@ -18,7 +19,8 @@ from pydantic import ValidationError
 from byzer_like._ray import get_actor, translate
 from byzer_like.cluster import connect
 from byzer_like.errors import InvalidRequestError
-from byzer_like.protocol import ChatRequest, ChatResponse, Chunk, CompletionRequest, EmbeddingRequest, Message
+from byzer_like.protocol import (ChatRequest, ChatResponse, Chunk, CompletionRequest, EmbeddingRequest,
+                                 EmbeddingResponse, Message)
 
 Messages = str | Sequence[Message | dict[str, Any]]
 
@@ -31,6 +33,10 @@ def build_chat(messages: Messages, params: dict[str, Any]) -> ChatRequest:
     """
     msgs = [{"role": "user", "content": messages}] if isinstance(messages, str) else list(messages)
     return _validated(ChatRequest, {"messages": msgs, **params})
+
+
+def _embedding_request(texts: str | Sequence[str]) -> EmbeddingRequest:
+    return _validated(EmbeddingRequest, {"input": [texts] if isinstance(texts, str) else list(texts)})
 
 
 def _validated(model: type, data: dict[str, Any]) -> Any:
@@ -78,8 +84,11 @@ class Client(_Base):
 
     def embed(self, texts: str | Sequence[str]) -> list[list[float]]:
         """One vector per text, in order."""
-        req = _validated(EmbeddingRequest, {"input": [texts] if isinstance(texts, str) else list(texts)})
-        return self._get(self._router.embed.remote(req)).embeddings
+        return self.embed_response(texts).embeddings
+
+    def embed_response(self, texts: str | Sequence[str]) -> EmbeddingResponse:
+        """Vectors (in input order) plus token usage."""
+        return self._get(self._router.embed.remote(_embedding_request(texts)))
 
     def stat(self) -> dict[str, Any]:
         """byzerllm's stat JSON plus queue, running, errors and latency percentiles."""
@@ -165,16 +174,17 @@ class AsyncClient(_Base):
 
     async def embed(self, texts: str | Sequence[str]) -> list[list[float]]:
         """One vector per text, in order."""
-        req = _validated(EmbeddingRequest, {"input": [texts] if isinstance(texts, str) else list(texts)})
-        return (await self._await(self._router.embed.remote(req))).embeddings
+        return (await self.embed_response(texts)).embeddings
+
+    async def embed_response(self, texts: str | Sequence[str]) -> EmbeddingResponse:
+        """Vectors (in input order) plus token usage."""
+        return await self._await(self._router.embed.remote(_embedding_request(texts)))
 
     async def stat(self) -> dict[str, Any]:
         """byzerllm's stat JSON plus extras."""
         return await self._await(self._router.stat.remote())
 
     async def _await(self, ref: Any) -> Any:
-        import asyncio
-
         try:
             return await asyncio.wait_for(ref, self.timeout) if self.timeout else await ref
         except asyncio.CancelledError:

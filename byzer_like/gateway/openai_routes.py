@@ -167,12 +167,12 @@ async def embeddings(body: EmbeddingsRequest, request: Request, grant: Grant = D
     texts = [body.input] if isinstance(body.input, str) else body.input
     if not texts:
         raise InvalidRequestError("'input' must hold at least one text", param="input")
-    vectors = await aliases_of(request).call(body.model, "embed", texts)
+    result = await aliases_of(request).call(body.model, "embed_response", texts)
     data = [{"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
-            for i, v in enumerate(vectors)]
-    # NOTE: AsyncClient.embed returns vectors only, so token usage is not known here (reported as 0).
+            for i, v in enumerate(result.embeddings)]
+    tokens = result.usage.prompt_tokens
     return JSONResponse({"object": "list", "data": data, "model": body.model,
-                         "usage": {"prompt_tokens": 0, "total_tokens": 0}})
+                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
 
 def _encode(vector: list[float], encoding: str) -> list[float] | str:

@@ -206,6 +206,7 @@ async def test_embeddings_float_and_base64(echo_aliases):
     assert [d["index"] for d in data] == [0, 1] and data[0]["embedding"][0] == 8.0
     decoded = struct.unpack("<4f", base64.b64decode(b64.json()["data"][0]["embedding"]))
     assert list(decoded) == data[0]["embedding"]
+    assert floats.json()["usage"] == {"prompt_tokens": 3, "total_tokens": 3}  # echo counts words
 
 
 async def test_models_lists_deployed_aliases(echo_aliases):
