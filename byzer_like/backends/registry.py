@@ -28,6 +28,8 @@ _REGISTRY: dict[str, str] = {
     "saas/azure_openai": "byzer_like.saas.azure_openai:AzureOpenAIBackend",
     "saas/claude": "byzer_like.saas.claude:ClaudeBackend",
     "saas/aws_bedrock": "byzer_like.saas.bedrock:BedrockBackend",
+    "saas/qianwen": "byzer_like.saas.qianwen:QianwenBackend",
+    "saas/qianwen_vl": "byzer_like.saas.qianwen:QianwenVLBackend",
 }
 
 
