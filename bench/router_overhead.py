@@ -138,8 +138,8 @@ def main() -> None:
     print()
     for name in ("bare", "forward", "router"):
         r = result[name]
-        print(f"{name:<8} c=1 p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms | c=32 {r['rps_c32_median']:6.0f} req/s "
-              f"[{r['rps_c32_min']:.0f}-{r['rps_c32_max']:.0f}]")
+        print(f"{name:<8} c=1 p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms | "
+              f"c=32 {r['rps_c32_median']:6.0f} req/s [{r['rps_c32_min']:.0f}-{r['rps_c32_max']:.0f}]")
     print(f"router adds {result['added_p50_ms']:.2f} ms at p50 over bare (target <= 2 ms), "
           f"{result['router_over_forward_p50_ms']:.2f} ms over a bare forwarding hop; "
           f"router/bare req/s ratio {result['rps_ratio_router_over_bare']:.2f} (target >= 500 req/s)")

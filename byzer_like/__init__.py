@@ -5,10 +5,24 @@ Example:
     >>> Client("smol_chat").chat("What is the capital of France?").text  # doctest: +SKIP
 """
 
-from byzer_like.errors import (AliasExistsError, AuthenticationError, BackendError, BackendUnavailableError,
-                               ByzerLikeError, ClusterError, InvalidRequestError, InvalidSpecError, ModelLoadError,
-                               ModelNotFoundError, OverloadedError, PermissionDeniedError, RateLimitError,
-                               RequestTimeoutError, UnsupportedError, UpstreamError)
+from byzer_like.errors import (
+    AliasExistsError,
+    AuthenticationError,
+    BackendError,
+    BackendUnavailableError,
+    ByzerLikeError,
+    ClusterError,
+    InvalidRequestError,
+    InvalidSpecError,
+    ModelLoadError,
+    ModelNotFoundError,
+    OverloadedError,
+    PermissionDeniedError,
+    RateLimitError,
+    RequestTimeoutError,
+    UnsupportedError,
+    UpstreamError,
+)
 from byzer_like.spec import BackendSpec, DeploySpec, QueueSpec, ResourceSpec
 
 __version__ = "0.1.0"

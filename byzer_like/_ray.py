@@ -7,8 +7,13 @@ from typing import Any
 import ray
 from ray import exceptions as rex
 
-from byzer_like.errors import (BackendError, BackendUnavailableError, ByzerLikeError, ModelNotFoundError,
-                               RequestTimeoutError)
+from byzer_like.errors import (
+    BackendError,
+    BackendUnavailableError,
+    ByzerLikeError,
+    ModelNotFoundError,
+    RequestTimeoutError,
+)
 
 NAMESPACE = "byzer_like"
 

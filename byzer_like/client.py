@@ -19,8 +19,15 @@ from pydantic import ValidationError
 from byzer_like._ray import get_actor, translate
 from byzer_like.cluster import connect
 from byzer_like.errors import InvalidRequestError
-from byzer_like.protocol import (ChatRequest, ChatResponse, Chunk, CompletionRequest, EmbeddingRequest,
-                                 EmbeddingResponse, Message)
+from byzer_like.protocol import (
+    ChatRequest,
+    ChatResponse,
+    Chunk,
+    CompletionRequest,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    Message,
+)
 
 Messages = str | Sequence[Message | dict[str, Any]]
 
@@ -91,7 +98,7 @@ class Client(_Base):
         return self._get(self._router.embed.remote(_embedding_request(texts)))
 
     def stat(self) -> dict[str, Any]:
-        """byzerllm's stat JSON plus queue, running, errors and latency percentiles."""
+        """Byzerllm's stat JSON plus queue, running, errors and latency percentiles."""
         return self._get(self._router.stat.remote())
 
     def _get(self, ref: Any) -> Any:
@@ -181,7 +188,7 @@ class AsyncClient(_Base):
         return await self._await(self._router.embed.remote(_embedding_request(texts)))
 
     async def stat(self) -> dict[str, Any]:
-        """byzerllm's stat JSON plus extras."""
+        """Byzerllm's stat JSON plus extras."""
         return await self._await(self._router.stat.remote())
 
     async def _await(self, ref: Any) -> Any:

@@ -52,8 +52,7 @@ def _enable_token_auth_if_available() -> None:
     otherwise connect without the token and be refused by a token-authenticated cluster.
     """
     try:
-        from ray._private.authentication.authentication_token_setup import (  # noqa: PLC0415
-            maybe_enable_token_auth_if_token_available)
+        from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available  # noqa: PLC0415
     except ImportError:  # an older Ray without token auth
         return
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
@@ -175,7 +174,6 @@ def stop_connected_cluster() -> int:
         How many processes were stopped.
     """
     import psutil
-
     import ray._private.worker as ray_worker  # noqa: PLC0415
 
     node = ray_worker._global_node  # noqa: SLF001

@@ -86,7 +86,7 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 
 def table_stat(table: Sequence[WorkerSlot], capacity: int, queue_length: int) -> dict:
-    """byzerllm's ``stat`` JSON (same keys and meanings) plus queue length, running, errors and latencies."""
+    """Byzerllm's ``stat`` JSON (same keys and meanings) plus queue length, running, errors and latencies."""
     now = time.time()
     return {
         "total_workers": len(table),

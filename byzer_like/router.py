@@ -20,8 +20,7 @@ import ray
 from byzer_like._ray import NAMESPACE, translate
 from byzer_like.errors import ByzerLikeError, ModelLoadError
 from byzer_like.policy import SlotPool, WorkerSlot, table_stat
-from byzer_like.protocol import ChatRequest, ChatResponse, Chunk, CompletionRequest, EmbeddingRequest, \
-    EmbeddingResponse
+from byzer_like.protocol import ChatRequest, ChatResponse, Chunk, CompletionRequest, EmbeddingRequest, EmbeddingResponse
 from byzer_like.spec import DeploySpec
 from byzer_like.worker import Worker
 
@@ -137,7 +136,7 @@ class Router:
 
     # -- introspection ---------------------------------------------------------------------------------------
     def stat(self) -> dict[str, Any]:
-        """byzerllm's stat JSON plus queue length, running requests, errors and latency percentiles."""
+        """Byzerllm's stat JSON plus queue length, running requests, errors and latency percentiles."""
         out = table_stat(self.slots.table, self.spec.worker_concurrency, len(self.slots.waiters))
         out["alias"] = self.spec.alias
         out["backend"] = self.spec.backend.registry_key

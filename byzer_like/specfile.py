@@ -40,7 +40,7 @@ IGNORED_FLAGS = {"ray_address", "file", "command"}  # byzerllm YAML files may ca
 
 
 def parse_value(text: str) -> Any:
-    """byzerllm's typing of an ``--infer_params`` value: true/false -> bool, then int, then float, else text."""
+    """Byzerllm's typing of an ``--infer_params`` value: true/false -> bool, then int, then float, else text."""
     text = text.strip()
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
         return text[1:-1]

@@ -15,8 +15,15 @@ from typing import Any, AsyncIterator
 from byzer_like.backends.base import Backend
 from byzer_like.backends.registry import resolve_backend
 from byzer_like.errors import BackendError, ByzerLikeError
-from byzer_like.protocol import ChatRequest, ChatResponse, Chunk, CompletionRequest, EmbeddingRequest, \
-    EmbeddingResponse, collect
+from byzer_like.protocol import (
+    ChatRequest,
+    ChatResponse,
+    Chunk,
+    CompletionRequest,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    collect,
+)
 from byzer_like.spec import DeploySpec
 
 logger = logging.getLogger(__name__)

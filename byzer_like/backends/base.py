@@ -17,7 +17,14 @@ from typing import Any, AsyncIterator, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from byzer_like.errors import InvalidSpecError, UnsupportedError
-from byzer_like.protocol import ChatRequest, Chunk, CompletionRequest, EmbeddingRequest, EmbeddingResponse, SamplingParams
+from byzer_like.protocol import (
+    ChatRequest,
+    Chunk,
+    CompletionRequest,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    SamplingParams,
+)
 from byzer_like.spec import DeploySpec
 
 

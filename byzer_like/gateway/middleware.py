@@ -26,6 +26,7 @@ class GatewayMetrics:
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 
     def observe(self, scope: Scope, status: int, seconds: float) -> None:
+        """Count one response under its route template."""
         route = scope.get("route")
         name = getattr(route, "path", "unmatched")
         self.requests.labels(name, str(status)).inc()
@@ -40,6 +41,7 @@ class GatewayMiddleware:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI call."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

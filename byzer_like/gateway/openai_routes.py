@@ -16,8 +16,14 @@ from byzer_like.errors import InvalidRequestError, UnsupportedError
 from byzer_like.gateway.auth import Grant
 from byzer_like.gateway.deps import aliases_of, grant_of
 from byzer_like.gateway.errors import request_id_of
-from byzer_like.gateway.schemas import (ChatCompletionRequest, CompletionRequest, EmbeddingsRequest, OpenAIParams,
-                                        check_stream_request, sampling_params)
+from byzer_like.gateway.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingsRequest,
+    OpenAIParams,
+    check_stream_request,
+    sampling_params,
+)
 from byzer_like.gateway.sse import events, peek, sse_response
 from byzer_like.protocol import ChatResponse, Chunk, Usage
 
