@@ -36,6 +36,9 @@ class WorkerSlot:
     last_work_time: float = field(default_factory=time.time)  # wall clock of the last dispatch (or creation)
     healthy: bool = True
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    busy_seconds: float = 0.0  # summed request durations: completion tokens / busy seconds = tokens/s
 
     @property
     def free(self) -> int:
@@ -49,10 +52,16 @@ class WorkerSlot:
         self.last_dispatch = now
         self.last_work_time = time.time()
 
+    def count_tokens(self, usage: object) -> None:
+        """Add a finished request's token usage (any object with prompt/completion token counts)."""
+        self.prompt_tokens += getattr(usage, "prompt_tokens", 0) or 0
+        self.completion_tokens += getattr(usage, "completion_tokens", 0) or 0
+
     def give_back(self, seconds: float, ok: bool) -> None:
         """Return the slot of a finished request and record how it went."""
         self.running -= 1
         self.latencies.append(seconds)
+        self.busy_seconds += seconds
         if not ok:
             self.errors += 1
 
@@ -102,6 +111,9 @@ def table_stat(table: Sequence[WorkerSlot], capacity: int, queue_length: int) ->
         "errors": [s.errors for s in table],
         "healthy": [s.healthy for s in table],
         "latency_ms": [_latency_ms(s.latencies) for s in table],
+        "prompt_tokens": [s.prompt_tokens for s in table],
+        "completion_tokens": [s.completion_tokens for s in table],
+        "tokens_per_s": [round(s.completion_tokens / s.busy_seconds, 1) if s.busy_seconds else 0.0 for s in table],
     }
 
 

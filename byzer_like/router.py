@@ -109,6 +109,8 @@ class Router:
         try:
             result = await ref
             ok = True
+            if (usage := getattr(result, "usage", None)) is not None:
+                self.slots.table[pos].count_tokens(usage)
             return result
         except asyncio.CancelledError:
             ray.cancel(ref)
@@ -124,7 +126,10 @@ class Router:
         start, ok = time.perf_counter(), False
         try:
             async for ref in gen:
-                yield await ref
+                chunk = await ref
+                if chunk.usage is not None:
+                    self.slots.table[pos].count_tokens(chunk.usage)
+                yield chunk
             ok = True
         except (asyncio.CancelledError, GeneratorExit):
             ray.cancel(gen)

@@ -17,13 +17,14 @@ def render_table(stat: dict[str, Any]) -> str:
             f"{stat['idle_workers']} idle; {stat['worker_max_concurrency']} slots each; "
             f"queue {stat['queue_length']}; strategy {stat['load_balance_strategy']}")
     lines = [head, f"{'WORKER':>6} {'FREE':>5} {'RUNNING':>8} {'REQUESTS':>9} {'ERRORS':>7} {'LAST WORK':>10} "
-                   f"{'P50 MS':>8} {'P90 MS':>8} {'P99 MS':>8}  HEALTHY"]
+                   f"{'P50 MS':>8} {'P90 MS':>8} {'P99 MS':>8} {'TOKENS':>8} {'TOK/S':>7}  HEALTHY"]
     for i in range(stat["total_workers"]):
         lat = stat["latency_ms"][i]
         cells = [_ms(lat["p50"]), _ms(lat["p90"]), _ms(lat["p99"])]
         lines.append(f"{i:>6} {stat['state'][i]:>5} {stat['running_requests'][i]:>8} {stat['total_requests'][i]:>9} "
                      f"{stat['errors'][i]:>7} {stat['workers_last_work_time'][i]:>10} "
-                     f"{cells[0]:>8} {cells[1]:>8} {cells[2]:>8}  {'yes' if stat['healthy'][i] else 'NO'}")
+                     f"{cells[0]:>8} {cells[1]:>8} {cells[2]:>8} {stat['completion_tokens'][i]:>8} "
+                     f"{stat['tokens_per_s'][i]:>7}  {'yes' if stat['healthy'][i] else 'NO'}")
     return "\n".join(lines)
 
 

@@ -183,3 +183,13 @@ def test_failed_load_leaves_nothing_behind(deployed):
 def test_unknown_alias_is_model_not_found(ray_cluster):
     with pytest.raises(ModelNotFoundError, match="no deployment named 'nope'"):
         Client("nope")
+
+
+def test_stat_counts_tokens_from_unary_and_streamed_answers(deployed):
+    deployed(echo_spec("r_tokens", workers=1, concurrency=4))
+    client = Client("r_tokens")
+    client.chat("one two three")
+    list(client.stream("four five"))
+    stat = client.stat()
+    assert stat["completion_tokens"] == [5] and stat["prompt_tokens"] == [5]
+    assert stat["tokens_per_s"][0] > 0

@@ -86,3 +86,15 @@ def test_table_stat_keeps_byzerllm_keys_and_meanings():
     assert stat["latency_ms"][1]["p50"] == 500.0
     assert stat["latency_ms"][0]["p50"] is None
     assert math.isclose(float(stat["workers_last_work_time"][0][:-1]), 0.0, abs_tol=5.0)
+
+
+def test_token_counts_and_rate_per_worker():
+    from byzer_like.protocol import Usage
+
+    table = slots(1, 1)
+    table[0].take(now=1.0)
+    table[0].count_tokens(Usage(prompt_tokens=10, completion_tokens=40))
+    table[0].give_back(2.0, ok=True)
+    stat = table_stat(table, capacity=1, queue_length=0)
+    assert stat["prompt_tokens"] == [10, 0] and stat["completion_tokens"] == [40, 0]
+    assert stat["tokens_per_s"] == [20.0, 0.0]
