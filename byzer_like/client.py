@@ -11,6 +11,8 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import os
+from pathlib import Path
 from typing import Any, AsyncIterator, Iterator, Sequence
 
 import ray
@@ -26,10 +28,17 @@ from byzer_like.protocol import (
     CompletionRequest,
     EmbeddingRequest,
     EmbeddingResponse,
+    ImageRequest,
+    ImageResponse,
     Message,
+    SpeechRequest,
+    SpeechResponse,
+    TranscriptionRequest,
+    TranscriptionResponse,
 )
 
 Messages = str | Sequence[Message | dict[str, Any]]
+Audio = bytes | str | os.PathLike[str]
 
 
 def build_chat(messages: Messages, params: dict[str, Any]) -> ChatRequest:
@@ -44,6 +53,19 @@ def build_chat(messages: Messages, params: dict[str, Any]) -> ChatRequest:
 
 def _embedding_request(texts: str | Sequence[str]) -> EmbeddingRequest:
     return _validated(EmbeddingRequest, {"input": [texts] if isinstance(texts, str) else list(texts)})
+
+
+def _transcription_request(audio: Audio, params: dict[str, Any]) -> TranscriptionRequest:
+    """Bytes as given; a ``str``/path is a file to read (its name becomes the filename)."""
+    if not isinstance(audio, bytes):
+        path = Path(audio).expanduser()
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise InvalidRequestError(f"cannot read audio file '{path}': {exc.strerror}", param="file") from None
+        params = {"filename": path.name, **params}
+        audio = data
+    return _validated(TranscriptionRequest, {"audio": audio, **params})
 
 
 def _validated(model: type, data: dict[str, Any]) -> Any:
@@ -96,6 +118,18 @@ class Client(_Base):
     def embed_response(self, texts: str | Sequence[str]) -> EmbeddingResponse:
         """Vectors (in input order) plus token usage."""
         return self._get(self._router.embed.remote(_embedding_request(texts)))
+
+    def transcribe(self, audio: Audio, **params: Any) -> TranscriptionResponse:
+        """Speech to text: ``audio`` is the file's bytes or its path; params as ``TranscriptionRequest``."""
+        return self._get(self._router.transcribe.remote(_transcription_request(audio, params)))
+
+    def speech(self, text: str, **params: Any) -> SpeechResponse:
+        """Text to speech (``voice``, ``response_format``, ``speed``); the answer holds the audio bytes."""
+        return self._get(self._router.speech.remote(_validated(SpeechRequest, {"input": text, **params})))
+
+    def generate_image(self, prompt: str, **params: Any) -> ImageResponse:
+        """Generate images (``n``, ``size``, ``quality``, ``response_format``, ``style``)."""
+        return self._get(self._router.generate_image.remote(_validated(ImageRequest, {"prompt": prompt, **params})))
 
     def stat(self) -> dict[str, Any]:
         """Byzerllm's stat JSON plus queue, running, errors and latency percentiles."""
@@ -186,6 +220,19 @@ class AsyncClient(_Base):
     async def embed_response(self, texts: str | Sequence[str]) -> EmbeddingResponse:
         """Vectors (in input order) plus token usage."""
         return await self._await(self._router.embed.remote(_embedding_request(texts)))
+
+    async def transcribe(self, audio: Audio, **params: Any) -> TranscriptionResponse:
+        """Speech to text: ``audio`` is the file's bytes or its path."""
+        return await self._await(self._router.transcribe.remote(_transcription_request(audio, params)))
+
+    async def speech(self, text: str, **params: Any) -> SpeechResponse:
+        """Text to speech; the answer holds the audio bytes."""
+        return await self._await(self._router.speech.remote(_validated(SpeechRequest, {"input": text, **params})))
+
+    async def generate_image(self, prompt: str, **params: Any) -> ImageResponse:
+        """Generate images."""
+        req = _validated(ImageRequest, {"prompt": prompt, **params})
+        return await self._await(self._router.generate_image.remote(req))
 
     async def stat(self) -> dict[str, Any]:
         """Byzerllm's stat JSON plus extras."""

@@ -132,6 +132,91 @@ class EmbeddingResponse(BaseModel):
     usage: Usage = Field(default_factory=Usage)
 
 
+AudioFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
+AUDIO_CONTENT_TYPES: dict[str, str] = {"mp3": "audio/mpeg", "opus": "audio/opus", "aac": "audio/aac",
+                                       "flac": "audio/flac", "wav": "audio/wav", "pcm": "audio/pcm"}
+
+
+class TranscriptionRequest(BaseModel):
+    """Speech to text: one audio file (whisper-1 style).
+
+    Example:
+        >>> req = TranscriptionRequest(audio=b"RIFF...", filename="hello.wav", language="en")
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    audio: bytes = Field(min_length=1, description="The audio file's bytes (wav, mp3, m4a, webm, ...).")
+    filename: str = Field(default="audio.wav", min_length=1, description="File name; its extension tells the format.")
+    language: str | None = Field(default=None, description="ISO-639-1 language of the audio (None = detect).")
+    prompt: str | None = Field(default=None, description="Text to guide the style or continue a previous segment.")
+    response_format: Literal["json", "text", "srt", "verbose_json", "vtt"] = Field(
+        default="json", description="json/verbose_json: text (+ language, duration); text/srt/vtt: that text as is.")
+    temperature: float | None = Field(default=None, ge=0, le=1, description="Sampling temperature.")
+
+
+class TranscriptionResponse(BaseModel):
+    """The transcript; ``text`` holds the srt/vtt/plain text when that format was asked for."""
+
+    text: str
+    language: str | None = None
+    duration: float | None = None
+
+
+class SpeechRequest(BaseModel):
+    """Text to speech (tts-1 style); ``voice`` None means the provider's default voice.
+
+    Example:
+        >>> req = SpeechRequest(input="Hello", voice="alloy", response_format="mp3")
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: str = Field(min_length=1, max_length=4096, description="The text to speak.")
+    voice: str | None = Field(default=None, description="Provider voice name (alloy, BV001_streaming, ...).")
+    response_format: AudioFormat = Field(default="mp3", description="Audio encoding of the answer.")
+    speed: float | None = Field(default=None, ge=0.25, le=4.0, description="Speaking rate (1 = normal).")
+
+
+class SpeechResponse(BaseModel):
+    """Synthesised audio and its MIME type."""
+
+    audio: bytes
+    content_type: str = "audio/mpeg"
+
+
+class ImageRequest(BaseModel):
+    """Image generation (dall-e-3 style); None fields are left to the provider's defaults.
+
+    Example:
+        >>> req = ImageRequest(prompt="a red fox", size="1024x1024", response_format="b64_json")
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, description="What to draw.")
+    n: int = Field(default=1, ge=1, le=10, description="How many images.")
+    size: str | None = Field(default=None, description="e.g. 1024x1024.")
+    quality: str | None = Field(default=None, description="e.g. standard, hd.")
+    response_format: Literal["url", "b64_json"] | None = Field(default=None, description="URL or base64 data.")
+    style: str | None = Field(default=None, description="e.g. vivid, natural.")
+
+
+class GeneratedImage(BaseModel):
+    """One image: a URL or base64 data, and the prompt the provider actually used."""
+
+    url: str | None = None
+    b64_json: str | None = None
+    revised_prompt: str | None = None
+
+
+class ImageResponse(BaseModel):
+    """The generated images, in order."""
+
+    created: int = Field(default_factory=lambda: int(time.time()))
+    data: list[GeneratedImage]
+
+
 async def collect(stream: AsyncIterator[Chunk]) -> ChatResponse:
     """Aggregate a chunk stream into one :class:`ChatResponse`.
 

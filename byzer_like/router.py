@@ -20,7 +20,20 @@ import ray
 from byzer_like._ray import NAMESPACE, translate
 from byzer_like.errors import ByzerLikeError, ModelLoadError
 from byzer_like.policy import SlotPool, WorkerSlot, table_stat
-from byzer_like.protocol import ChatRequest, ChatResponse, Chunk, CompletionRequest, EmbeddingRequest, EmbeddingResponse
+from byzer_like.protocol import (
+    ChatRequest,
+    ChatResponse,
+    Chunk,
+    CompletionRequest,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ImageRequest,
+    ImageResponse,
+    SpeechRequest,
+    SpeechResponse,
+    TranscriptionRequest,
+    TranscriptionResponse,
+)
 from byzer_like.spec import DeploySpec
 from byzer_like.worker import Worker
 
@@ -91,6 +104,18 @@ class Router:
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
         """Embed texts on the LRU worker."""
         return await self._unary("embed", req)
+
+    async def transcribe(self, req: TranscriptionRequest) -> TranscriptionResponse:
+        """Transcribe audio on the LRU worker."""
+        return await self._unary("transcribe", req)
+
+    async def speech(self, req: SpeechRequest) -> SpeechResponse:
+        """Synthesise speech on the LRU worker."""
+        return await self._unary("speech", req)
+
+    async def generate_image(self, req: ImageRequest) -> ImageResponse:
+        """Generate images on the LRU worker."""
+        return await self._unary("generate_image", req)
 
     async def chat_stream(self, req: ChatRequest) -> AsyncIterator[Chunk]:
         """Stream a chat answer; the slot is held until the stream ends."""

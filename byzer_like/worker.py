@@ -22,6 +22,12 @@ from byzer_like.protocol import (
     CompletionRequest,
     EmbeddingRequest,
     EmbeddingResponse,
+    ImageRequest,
+    ImageResponse,
+    SpeechRequest,
+    SpeechResponse,
+    TranscriptionRequest,
+    TranscriptionResponse,
     collect,
 )
 from byzer_like.spec import DeploySpec
@@ -68,6 +74,18 @@ class Worker:
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
         """Embed texts."""
         return await _guard(self.backend.embed(req))
+
+    async def transcribe(self, req: TranscriptionRequest) -> TranscriptionResponse:
+        """Speech to text."""
+        return await _guard(self.backend.transcribe(req))
+
+    async def speech(self, req: SpeechRequest) -> SpeechResponse:
+        """Text to speech."""
+        return await _guard(self.backend.speech(req))
+
+    async def generate_image(self, req: ImageRequest) -> ImageResponse:
+        """Image generation."""
+        return await _guard(self.backend.generate_image(req))
 
     async def check_health(self) -> None:
         """Raise if the engine is unusable."""

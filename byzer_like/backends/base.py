@@ -23,7 +23,13 @@ from byzer_like.protocol import (
     CompletionRequest,
     EmbeddingRequest,
     EmbeddingResponse,
+    ImageRequest,
+    ImageResponse,
     SamplingParams,
+    SpeechRequest,
+    SpeechResponse,
+    TranscriptionRequest,
+    TranscriptionResponse,
 )
 from byzer_like.spec import DeploySpec
 
@@ -114,6 +120,29 @@ class Backend(abc.ABC):
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
         """Embed texts, keeping their order."""
         raise UnsupportedError(f"{self.spec.backend.registry_key} does not support embeddings", param="input")
+
+    async def transcribe(self, req: TranscriptionRequest) -> TranscriptionResponse:
+        """Speech to text: transcribe one audio file."""
+        raise self.unsupported("speech to text (audio transcription)", "file")
+
+    async def speech(self, req: SpeechRequest) -> SpeechResponse:
+        """Text to speech: synthesise ``req.input``."""
+        raise self.unsupported("text to speech", "input")
+
+    async def generate_image(self, req: ImageRequest) -> ImageResponse:
+        """Generate images from ``req.prompt``."""
+        raise self.unsupported("image generation", "prompt")
+
+    def unsupported(self, capability: str, param: str) -> UnsupportedError:
+        """The error for a capability this backend lacks, naming the capability and the backend.
+
+        Args:
+            capability: What was asked for, e.g. "text to speech".
+            param: The request field that asked for it.
+        """
+        return UnsupportedError(f"{self.spec.alias} ({self.spec.backend.registry_key}) does not support "
+                                f"{capability}; deploy a model that does (e.g. whisper-1, tts-1, dall-e-3 via "
+                                "saas/openai)", param=param, code="unsupported_capability")
 
     async def check_health(self) -> None:  # noqa: B027 - optional hook
         """Raise if the engine is unusable."""

@@ -1,8 +1,9 @@
 """``SaasBackend``: what every SaaS proxy shares — options, sealed keys, retries, error mapping, usage counters.
 
 A provider subclass supplies its options model, its ``ErrorMap``, ``make_client()`` and ``stream_chat()`` (and
-``embed_once()`` where the provider has embeddings). Everything else — parameter checks, retries, the "stream ended
-early" check, usage and timing counters for ``stat`` — lives here once.
+``embed_once()``, ``transcribe_once()``, ``speech_once()``, ``image_once()`` where the provider has them).
+Everything else — parameter checks, retries, the "stream ended early" check, usage and timing counters for
+``stat`` — lives here once.
 
 Example:
     >>> class Upper(SaasBackend):  # doctest: +SKIP
@@ -17,17 +18,31 @@ from __future__ import annotations
 import abc
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, AsyncIterator, ClassVar
+from typing import Any, AsyncIterator, Awaitable, Callable, ClassVar, TypeVar
 
 from pydantic import Field, SecretStr
 
 from byzer_like.backends.base import Backend, EngineOptions
 from byzer_like.errors import ByzerLikeError, RateLimitError, UnsupportedError, UpstreamError
-from byzer_like.protocol import ChatRequest, Chunk, EmbeddingRequest, EmbeddingResponse, SamplingParams
+from byzer_like.protocol import (
+    ChatRequest,
+    Chunk,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ImageRequest,
+    ImageResponse,
+    SamplingParams,
+    SpeechRequest,
+    SpeechResponse,
+    TranscriptionRequest,
+    TranscriptionResponse,
+)
 from byzer_like.saas.errors import ErrorMap
 from byzer_like.saas.retry import RetryPolicy, call_with_retries, stream_with_retries
 from byzer_like.saas.secrets import SECRET_FIELDS, read_secret, seal_secrets
 from byzer_like.spec import DeploySpec
+
+T = TypeVar("T")
 
 
 class SaasOptions(EngineOptions):
@@ -93,6 +108,18 @@ class SaasBackend(Backend):
         """One upstream attempt of an embedding request."""
         raise UnsupportedError(f"{self.spec.backend.registry_key} does not support embeddings", param="input")
 
+    async def transcribe_once(self, req: TranscriptionRequest) -> TranscriptionResponse:
+        """One upstream attempt of a transcription."""
+        raise self.unsupported("speech to text (audio transcription)", "file")
+
+    async def speech_once(self, req: SpeechRequest) -> SpeechResponse:
+        """One upstream attempt of text to speech."""
+        raise self.unsupported("text to speech", "input")
+
+    async def image_once(self, req: ImageRequest) -> ImageResponse:
+        """One upstream attempt of image generation."""
+        raise self.unsupported("image generation", "prompt")
+
     # -- Backend interface ---------------------------------------------------------------------------------
     @classmethod
     def prepare_spec(cls, spec: DeploySpec) -> DeploySpec:
@@ -143,6 +170,18 @@ class SaasBackend(Backend):
         self.counters.prompt_tokens += out.usage.prompt_tokens
         return out
 
+    async def transcribe(self, req: TranscriptionRequest) -> TranscriptionResponse:
+        """Transcribe with retries."""
+        return await self._counted(lambda: self.transcribe_once(req))
+
+    async def speech(self, req: SpeechRequest) -> SpeechResponse:
+        """Synthesise speech with retries."""
+        return await self._counted(lambda: self.speech_once(req))
+
+    async def generate_image(self, req: ImageRequest) -> ImageResponse:
+        """Generate images with retries."""
+        return await self._counted(lambda: self.image_once(req))
+
     def check_params(self, req: SamplingParams) -> None:
         """Reject sampling parameters this provider cannot honour, naming the provider and the parameter."""
         unsupported = sorted(req.set_params() - self.supported_params)
@@ -177,6 +216,18 @@ class SaasBackend(Backend):
         if not finished:
             raise UpstreamError(f"{self.provider} upstream ended the stream before finishing; the answer is "
                                 "incomplete (connection cut?)")
+
+    async def _counted(self, make: Callable[[], Awaitable[T]]) -> T:
+        """``make()`` with retries, counting the request, its errors and its upstream time."""
+        self.counters.requests += 1
+        start = time.perf_counter()
+        try:
+            return await call_with_retries(make, self.policy, self.errors, self._on_retry)
+        except ByzerLikeError:
+            self.counters.errors += 1
+            raise
+        finally:
+            self.counters.upstream_seconds += time.perf_counter() - start
 
     def _on_retry(self, err: ByzerLikeError) -> None:
         self.counters.retries += 1

@@ -19,10 +19,32 @@ import openai
 from pydantic import Field
 
 from byzer_like.backends.base import EngineOptions
-from byzer_like.protocol import ChatRequest, Chunk, EmbeddingRequest, EmbeddingResponse, SamplingParams, Usage
+from byzer_like.protocol import (
+    AUDIO_CONTENT_TYPES,
+    ChatRequest,
+    Chunk,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    GeneratedImage,
+    ImageRequest,
+    ImageResponse,
+    SamplingParams,
+    SpeechRequest,
+    SpeechResponse,
+    TranscriptionRequest,
+    TranscriptionResponse,
+    Usage,
+)
 from byzer_like.saas.base import SaasBackend, SaasOptions
-from byzer_like.saas.errors import ErrorMap, body_message, connection_error, error_for_status, \
-    retry_after_seconds, timeout_error, transport_mappers
+from byzer_like.saas.errors import (
+    ErrorMap,
+    body_message,
+    connection_error,
+    error_for_status,
+    retry_after_seconds,
+    timeout_error,
+    transport_mappers,
+)
 
 OPENAI_PARAMS = {"max_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p", "stop": "stop",
                  "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty", "seed": "seed"}
@@ -34,6 +56,7 @@ class OpenAIOptions(SaasOptions):
 
     organization: str | None = Field(default=None, description="OpenAI organization id.")
     api_type: str | None = Field(default=None, description="Accepted for byzerllm compatibility; not used.")
+    voice: str = Field(default="alloy", description="Default text-to-speech voice when a request names none.")
     stream_usage: bool = Field(default=True, description="Ask for usage in streams (stream_options.include_usage).")
     extra_params: list[str] = Field(
         default_factory=list,
@@ -131,6 +154,33 @@ class OpenAIBackend(SaasBackend):
         vectors = [item.embedding for item in sorted(out.data, key=lambda item: item.index)]
         tokens = out.usage.prompt_tokens if out.usage is not None else 0
         return EmbeddingResponse(embeddings=vectors, usage=Usage(prompt_tokens=tokens))
+
+    async def transcribe_once(self, req: TranscriptionRequest) -> TranscriptionResponse:
+        """One ``audio.transcriptions.create`` call (``whisper-1``); text formats come back as the raw text."""
+        optional = req.model_dump(include={"language", "prompt", "temperature"}, exclude_none=True)
+        out = await self.client.audio.transcriptions.create(model=self.options.model, file=(req.filename, req.audio),
+                                                            response_format=req.response_format, **optional)
+        if isinstance(out, str):
+            return TranscriptionResponse(text=out)
+        return TranscriptionResponse(text=out.text, language=getattr(out, "language", None),
+                                     duration=getattr(out, "duration", None))
+
+    async def speech_once(self, req: SpeechRequest) -> SpeechResponse:
+        """One ``audio.speech.create`` call (``tts-1``)."""
+        optional = {"speed": req.speed} if req.speed is not None else {}
+        out = await self.client.audio.speech.create(model=self.options.model, input=req.input,
+                                                    voice=req.voice or self.options.voice,
+                                                    response_format=req.response_format, **optional)
+        content_type = out.response.headers.get("content-type") or AUDIO_CONTENT_TYPES[req.response_format]
+        return SpeechResponse(audio=out.content, content_type=content_type.split(";")[0].strip())
+
+    async def image_once(self, req: ImageRequest) -> ImageResponse:
+        """One ``images.generate`` call (``dall-e-3``)."""
+        optional = req.model_dump(include={"size", "quality", "response_format", "style"}, exclude_none=True)
+        out = await self.client.images.generate(model=self.options.model, prompt=req.prompt, n=req.n, **optional)
+        images = [GeneratedImage(url=i.url, b64_json=i.b64_json, revised_prompt=i.revised_prompt)
+                  for i in out.data or []]
+        return ImageResponse(created=out.created, data=images)
 
 
 def _reasoning(delta: Any) -> str:

@@ -107,8 +107,14 @@ class OpenAIUpstream(UpstreamServer):
         form = await request.post()
         audio = form["file"]
         size = len(audio.file.read()) if hasattr(audio, "file") else len(str(audio))
-        self.received.append(_received(request, {"model": form.get("model"), "bytes": size}))
-        return web.json_response({"text": f"transcript of {size} bytes"})
+        fields = {k: v for k, v in form.items() if k != "file"}
+        self.received.append(_received(request, {**fields, "bytes": size, "filename": getattr(audio, "filename", None)}))
+        text = f"transcript of {size} bytes"
+        fmt = form.get("response_format", "json")
+        if fmt in ("text", "srt", "vtt"):
+            return web.Response(text=text, content_type="text/plain")
+        extra = {"language": form.get("language") or "english", "duration": 1.5} if fmt == "verbose_json" else {}
+        return web.json_response({"text": text, **extra})
 
     async def speech(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/audio/speech``: fake mp3 bytes."""
