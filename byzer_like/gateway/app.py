@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from byzer_like.gateway import errors, openai_routes, simple_routes, tgi_routes
+from byzer_like.gateway import errors, media_routes, openai_routes, simple_routes, tgi_routes
 from byzer_like.gateway.aliases import Aliases
 from byzer_like.gateway.auth import KeyTable
 from byzer_like.gateway.deps import bearer_scheme, grant_of
@@ -38,6 +38,7 @@ def build_app(settings: GatewaySettings, keys: KeyTable | None = None, aliases: 
     # NOTE: order matters: /v1/* and the fixed paths before the /{alias}/* patterns.
     secured = [Depends(bearer_scheme)] if app.state.keys.enabled else []
     app.include_router(openai_routes.router, dependencies=secured)
+    app.include_router(media_routes.router, dependencies=secured)
     _add_ops_routes(app, metrics)
     app.include_router(tgi_routes.router, dependencies=secured)
     app.include_router(simple_routes.router, dependencies=secured)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from byzer_like.errors import InvalidRequestError, UnsupportedError
-from byzer_like.protocol import Message, SamplingParams
+from byzer_like.protocol import AudioFormat, Message, SamplingParams
 
 # NOTE: neutral value of each optional field: set to this, the field asks for nothing.
 NEUTRAL: dict[str, Any] = {
@@ -122,6 +122,35 @@ class EmbeddingsRequest(BaseModel):
     input: str | list[str] = Field(description="A text or a list of texts.")
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = None
+
+
+class SpeechBody(BaseModel):
+    """``POST /v1/audio/speech``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1)
+    input: str = Field(min_length=1, max_length=4096, description="The text to speak.")
+    voice: str | None = Field(default=None, description="Voice name; the alias's default when omitted.")
+    response_format: AudioFormat = "mp3"
+    speed: float | None = Field(default=None, ge=0.25, le=4.0)
+    instructions: str | None = Field(default=None, description="Voice instructions (not supported; 400 if set).")
+    stream_format: Literal["audio"] | None = Field(default=None, description="Only whole audio is sent.")
+
+
+class ImagesBody(BaseModel):
+    """``POST /v1/images/generations``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1)
+    prompt: str = Field(min_length=1)
+    n: int = Field(default=1, ge=1, le=10)
+    size: str | None = None
+    quality: str | None = None
+    response_format: Literal["url", "b64_json"] | None = None
+    style: str | None = None
     user: str | None = None
 
 

@@ -108,7 +108,8 @@ class OpenAIUpstream(UpstreamServer):
         audio = form["file"]
         size = len(audio.file.read()) if hasattr(audio, "file") else len(str(audio))
         fields = {k: v for k, v in form.items() if k != "file"}
-        self.received.append(_received(request, {**fields, "bytes": size, "filename": getattr(audio, "filename", None)}))
+        name = getattr(audio, "filename", None)
+        self.received.append(_received(request, {**fields, "bytes": size, "filename": name}))
         text = f"transcript of {size} bytes"
         fmt = form.get("response_format", "json")
         if fmt in ("text", "srt", "vtt"):
