@@ -141,8 +141,8 @@ class Backend(abc.ABC):
             param: The request field that asked for it.
         """
         return UnsupportedError(f"{self.spec.alias} ({self.spec.backend.registry_key}) does not support "
-                                f"{capability}; deploy a model that does (e.g. whisper-1, tts-1, dall-e-3 via "
-                                "saas/openai)", param=param, code="unsupported_capability")
+                                f"{capability}; send this request to an alias whose model does", param=param,
+                                code="unsupported_capability")
 
     async def check_health(self) -> None:  # noqa: B027 - optional hook
         """Raise if the engine is unusable."""

@@ -30,6 +30,8 @@ _REGISTRY: dict[str, str] = {
     "saas/aws_bedrock": "byzer_like.saas.bedrock:BedrockBackend",
     "saas/qianwen": "byzer_like.saas.qianwen:QianwenBackend",
     "saas/qianwen_vl": "byzer_like.saas.qianwen:QianwenVLBackend",
+    "saas/volcengine": "byzer_like.saas.volcengine:VolcengineBackend",
+    "saas/azure": "byzer_like.saas.azure_tts:AzureTTSBackend",
 }
 
 

@@ -213,3 +213,101 @@ async def test_gateway_auth_on_media_routes(aliases, up):
         await limited.images.generate(model="openai_image_gen", prompt="fox")
     with pytest.raises(openai.PermissionDeniedError):
         await limited.audio.transcriptions.create(model="voice2text", file=("a.wav", b"abc"))
+
+
+# -- Volcengine and Azure text to speech (seed lines through the CLI, fake providers) ---------------------------
+VOLC_KEY, AZURE_KEY = "volc-token-abcdef123", "azure-key-abcdef123"
+
+
+@pytest.fixture(scope="module")
+def tts_aliases(ray_cluster):
+    """The seed's saas/volcengine and saas/azure lines as written, base URLs pointed at the fake providers."""
+    from byzer_like.pool import list_aliases, undeploy
+    from tests.upstreams.tts_servers import AzureTTSUpstream, VolcengineUpstream
+
+    env = {"MODEL_VOLCANO_TTS_TOKEN": VOLC_KEY, "MODEL_AZURE_TTS_TOKEN": AZURE_KEY}
+    common = ["--cpus_per_worker", "0.001", "--gpus_per_worker", "0", "--num_workers", "1"]
+    with VolcengineUpstream(api_key=VOLC_KEY) as volc, AzureTTSUpstream(api_key=AZURE_KEY) as azure:
+        lines = [["--pretrained_model_type", "saas/volcengine", *common, "--infer_params",
+                  "saas.api_key=${MODEL_VOLCANO_TTS_TOKEN}", "saas.app_id=6503259792", "saas.model=volcano_tts",
+                  f"saas.base_url={volc.url}", "saas.retry_base_s=0.05", "--model", "volcano_tts"],
+                 ["--pretrained_model_type", "saas/azure", *common, "--infer_params",
+                  "saas.api_key=${MODEL_AZURE_TTS_TOKEN}", "saas.service_region=eastus", f"saas.base_url={azure.url}",
+                  "saas.retry_base_s=0.05", "--model", "azure_tts"]]
+        for line in lines:
+            done = run_cli("deploy", *line, env=env)
+            assert done.returncode == 0, done.stderr
+            assert VOLC_KEY not in done.stdout + done.stderr and AZURE_KEY not in done.stdout + done.stderr
+        yield volc, azure
+        for alias in ("volcano_tts", "azure_tts"):
+            if alias in list_aliases():
+                undeploy(alias, force=True)
+
+
+def test_volcengine_tts(tts_aliases):
+    volc, _ = tts_aliases
+    volc.received.clear()
+    spoken = Client("volcano_tts").speech("你好, world", speed=1.2)
+    assert spoken.audio == "VOLC:mp3:BV001_streaming:你好, world".encode() and spoken.content_type == "audio/mpeg"
+    sent = volc.received[-1]
+    assert sent.headers["Authorization"] == f"Bearer;{VOLC_KEY}"
+    assert sent.body["app"] == {"appid": "6503259792", "token": "access_token", "cluster": "volcano_tts"}
+    assert sent.body["audio"]["speed_ratio"] == 1.2 and sent.body["request"]["operation"] == "query"
+    assert Client("volcano_tts").speech("hi", voice="BV700_streaming", response_format="wav").audio == \
+        b"VOLC:wav:BV700_streaming:hi"
+    with pytest.raises(UnsupportedError) as info:
+        Client("volcano_tts").speech("hi", response_format="flac")
+    assert info.value.param == "response_format"
+    with pytest.raises(UnsupportedError) as info:
+        Client("volcano_tts").chat("hi")
+    assert "chat" in info.value.message
+    # a failure code inside a 200 answer is mapped by its number (3050: voice does not exist -> 400)
+    volc.add_fault(status=200, body={"reqid": "r1", "code": 3050, "message": "voice_type not found"})
+    with pytest.raises(InvalidRequestError) as info:
+        Client("volcano_tts").speech("hi", voice="nope")
+    assert info.value.upstream_status == 400 and "voice_type not found" in info.value.message
+    # concurrency quota (3003, HTTP 429) is retried
+    volc.add_fault(status=429)
+    assert Client("volcano_tts").speech("again").audio.endswith(b":again")
+    assert VOLC_KEY not in json.dumps(Client("volcano_tts").stat())
+
+
+def test_azure_tts(tts_aliases):
+    _, azure = tts_aliases
+    azure.received.clear()
+    spoken = Client("azure_tts").speech("Fish & chips", voice="zh-CN-XiaoxiaoNeural", speed=1.5)
+    assert spoken.audio == b"AZ:audio-24khz-48kbitrate-mono-mp3:zh-CN-XiaoxiaoNeural:Fish &amp; chips"
+    assert spoken.content_type == "audio/mpeg"
+    sent = azure.received[-1]
+    assert sent.headers["Ocp-Apim-Subscription-Key"] == AZURE_KEY
+    assert b'xml:lang="zh-CN"' in sent.body and b'<prosody rate="+50%">' in sent.body
+    wav = Client("azure_tts").speech("hi", response_format="wav")
+    assert wav.audio.startswith(b"AZ:riff-24khz-16bit-mono-pcm:en-US-JennyNeural") and wav.content_type == "audio/x-wav"
+    azure.add_fault(status=503)
+    assert Client("azure_tts").speech("retry me").audio.endswith(b":retry me")
+
+
+@pytest.mark.anyio
+async def test_tts_providers_through_gateway_and_401(tts_aliases):
+    volc, azure = tts_aliases
+    client = sdk()
+    volc_audio = await client.audio.speech.create(model="volcano_tts", input="hello", voice="BV001_streaming")
+    assert volc_audio.content == b"VOLC:mp3:BV001_streaming:hello"
+    azure_audio = await client.audio.speech.create(model="azure_tts", input="hello", voice="en-US-AriaNeural",
+                                                   response_format="wav")
+    assert azure_audio.content.startswith(b"AZ:riff") and azure_audio.response.headers["content-type"] == "audio/x-wav"
+    from byzer_like.pool import deploy, undeploy
+
+    for kind, extra, alias, server in (("saas/volcengine", {"app_id": "1"}, "volc_bad", volc),
+                                       ("saas/azure", {"service_region": "eastus"}, "azure_bad", azure)):
+        engine = {"api_key": "bad-key-0000000000", "base_url": server.url, **extra}
+        deploy(DeploySpec(alias=alias, backend=BackendSpec(model_type=kind, engine_kwargs=engine)), replace=True)
+        try:
+            with pytest.raises(openai.AuthenticationError) as info:
+                await client.audio.speech.create(model=alias, input="hi", voice="x-y-z")
+            body = info.value.body
+            assert "bad-key-0000000000" not in json.dumps(body)
+            assert ("grant not found" in body["message"]) if alias == "volc_bad" else ("invalid subscription"
+                                                                                       in body["message"])
+        finally:
+            undeploy(alias, force=True)
