@@ -311,3 +311,18 @@ async def test_tts_providers_through_gateway_and_401(tts_aliases):
                                                                                        in body["message"])
         finally:
             undeploy(alias, force=True)
+
+
+def test_azure_openai_audio_and_images(deployed, up):
+    engine = {"model": "tts-1", "api_key": KEY, "azure_endpoint": up.url + "/", "azure_deployment": "my-tts",
+              "api_version": "2024-02-15-preview"}
+    deployed(DeploySpec(alias="av_azure_openai", backend=BackendSpec(model_type="saas/azure_openai",
+                                                                     engine_kwargs=engine)))
+    client = Client("av_azure_openai")
+    assert client.speech("hola").audio == b"ID3hola"
+    assert client.transcribe(b"abcd").text == "transcript of 4 bytes"
+    assert base64.b64decode(client.generate_image("sun").data[0].b64_json) == b"PNG:sun"
+    paths = [r.path for r in up.received]
+    assert paths == ["/openai/deployments/my-tts/audio/speech", "/openai/deployments/my-tts/audio/transcriptions",
+                     "/openai/deployments/my-tts/images/generations"]
+    assert up.received[0].headers["api-key"] == KEY

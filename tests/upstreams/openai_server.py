@@ -44,7 +44,10 @@ class OpenAIUpstream(UpstreamServer):
                 ("POST", "/v1/audio/transcriptions", self.transcribe), ("POST", "/v1/audio/speech", self.speech),
                 ("POST", "/v1/images/generations", self.images), ("GET", "/v1/models", self.models),
                 ("POST", "/openai/deployments/{deployment}/chat/completions", self.chat),
-                ("POST", "/openai/deployments/{deployment}/embeddings", self.embeddings)]
+                ("POST", "/openai/deployments/{deployment}/embeddings", self.embeddings),
+                ("POST", "/openai/deployments/{deployment}/audio/transcriptions", self.transcribe),
+                ("POST", "/openai/deployments/{deployment}/audio/speech", self.speech),
+                ("POST", "/openai/deployments/{deployment}/images/generations", self.images)]
 
     def authorized(self, request: web.Request) -> bool:
         """OpenAI's ``Authorization: Bearer``, or Azure's ``api-key`` header."""
