@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 from typing import Any, AsyncIterator, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from byzer_like.errors import InvalidSpecError, UnsupportedError
 from byzer_like.protocol import (
@@ -38,6 +38,24 @@ class EngineOptions(BaseModel):
     """Base of each backend's options model: unknown keys are errors, never silently ignored."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class SamplingDefaults(EngineOptions):
+    """Sampling used when a request leaves a parameter unset (llama.cpp's customary values).
+
+    ``default_max_tokens`` None means "up to the context window": no hidden cap on the answer.
+    """
+
+    default_max_tokens: int | None = Field(default=None, ge=1,
+                                           description="max_tokens when a request sets none; None = context room.")
+    default_temperature: float = Field(default=0.2, ge=0, description="Temperature when a request sets none.")
+    default_top_p: float = Field(default=0.95, gt=0, le=1, description="top_p when a request sets none.")
+    default_repetition_penalty: float = Field(default=1.1, gt=0,
+                                              description="Repetition penalty when a request sets none.")
+
+    def max_new_tokens(self, requested: int | None, room: int) -> int:
+        """Tokens to generate: the request's (or the default) limit, never past the context room."""
+        return min(requested or self.default_max_tokens or room, room)
 
 
 class Backend(abc.ABC):

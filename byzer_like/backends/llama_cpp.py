@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator, ClassVar, Iterator
 
 from pydantic import AliasChoices, Field
 
-from byzer_like.backends.base import Backend, EngineOptions
+from byzer_like.backends.base import Backend, EngineOptions, SamplingDefaults
 from byzer_like.errors import BackendError, InvalidRequestError, InvalidSpecError, ModelLoadError
 from byzer_like.models import bundled_smollm2_gguf
 from byzer_like.protocol import ChatRequest, Chunk, CompletionRequest, EmbeddingRequest, EmbeddingResponse, Usage
@@ -27,7 +27,7 @@ _PARAM_NAMES = {"repetition_penalty": "repeat_penalty"}  # ours -> llama.cpp's
 _DONE = object()
 
 
-class LlamaCppOptions(EngineOptions):
+class LlamaCppOptions(SamplingDefaults):
     """llama.cpp engine options (byzerllm's bare ``--infer_params`` keys)."""
 
     n_ctx: int = Field(default=4096, ge=16, description="Context window in tokens.")
@@ -41,12 +41,8 @@ class LlamaCppOptions(EngineOptions):
     seed: int | None = Field(default=None, description="Default sampling seed.")
     chat_template: str | None = Field(default=None, description="Jinja chat template; default: the model's own.")
     embedding: bool = Field(default=False, description="Load for embeddings.")
-    default_temperature: float = Field(default=0.2, ge=0, description="Temperature when a request sets none.")
-    default_top_p: float = Field(default=0.95, gt=0, le=1, description="top_p when a request sets none.")
     default_top_k: int = Field(default=40, ge=0, description="top_k when a request sets none.")
     default_min_p: float = Field(default=0.05, ge=0, le=1, description="min_p when a request sets none.")
-    default_repetition_penalty: float = Field(default=1.1, gt=0,
-                                              description="Repetition penalty when a request sets none.")
 
 
 class LlamaCppBackend(Backend):
@@ -155,7 +151,8 @@ class LlamaCppBackend(Backend):
     def _run(self, tokens: list[int], req: ChatRequest | CompletionRequest, stop: threading.Event) -> Iterator[Chunk]:
         kwargs = self._sampling_defaults()
         kwargs.update({_PARAM_NAMES.get(k, k): getattr(req, k) for k in req.set_params() if k != "max_tokens"})
-        stream = self._llama.create_completion(tokens, max_tokens=req.max_tokens or -1, stream=True, **kwargs)
+        limit = self.options.max_new_tokens(req.max_tokens, self.options.n_ctx - len(tokens))
+        stream = self._llama.create_completion(tokens, max_tokens=limit, stream=True, **kwargs)
         finish = None
         try:
             for part in stream:

@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator, ClassVar
 
 from pydantic import Field
 
-from byzer_like.backends.base import Backend, EngineOptions
+from byzer_like.backends.base import Backend, EngineOptions, SamplingDefaults
 from byzer_like.backends.transformers_stream import IncrementalDecoder, StopMatcher, hf_source
 from byzer_like.errors import BackendError, InvalidRequestError, ModelLoadError
 from byzer_like.prepare import default_chat_model
@@ -27,7 +27,7 @@ from byzer_like.spec import DeploySpec
 _DONE = object()
 
 
-class TransformersOptions(EngineOptions):
+class TransformersOptions(SamplingDefaults):
     """transformers engine options (``--infer_params`` keys, with or without the ``backend.`` prefix)."""
 
     dtype: str = Field(default="float32", description="Weights dtype: float32, bfloat16, float16 or auto.")
@@ -35,10 +35,6 @@ class TransformersOptions(EngineOptions):
     device_map: str | None = Field(default=None, description="accelerate device map, e.g. auto (GPU workers).")
     num_threads: int | None = Field(default=None, ge=1, description="torch threads; default from cpus_per_worker.")
     max_model_len: int | None = Field(default=None, ge=16, description="Longest prompt + answer in tokens.")
-    default_max_tokens: int = Field(default=512, ge=1, description="max_tokens when a request sets none.")
-    default_temperature: float = Field(default=0.2, ge=0, description="Temperature when a request sets none.")
-    default_top_p: float = Field(default=0.95, gt=0, le=1, description="top_p when a request sets none.")
-    default_repetition_penalty: float = Field(default=1.1, gt=0, description="Repetition penalty default.")
 
 
 class TransformersBackend(Backend):
@@ -69,7 +65,7 @@ class TransformersBackend(Backend):
 
     @property
     def num_threads(self) -> int:
-        """torch threads from ``num_threads`` or from the worker's CPUs."""
+        """Torch threads from ``num_threads`` or from the worker's CPUs."""
         return self.options.num_threads or max(1, round(self.spec.resources.cpus_per_worker or 1))
 
     async def start(self) -> None:
@@ -122,7 +118,7 @@ class TransformersBackend(Backend):
         o = self.options
         room = self.max_model_len - prompt_len
         temperature = o.default_temperature if req.temperature is None else req.temperature
-        kwargs: dict[str, Any] = {"max_new_tokens": min(req.max_tokens or o.default_max_tokens, room),
+        kwargs: dict[str, Any] = {"max_new_tokens": o.max_new_tokens(req.max_tokens, room),
                                   "do_sample": temperature > 0,
                                   "repetition_penalty": req.repetition_penalty or o.default_repetition_penalty}
         if temperature > 0:

@@ -21,11 +21,18 @@ from typing import Any, AsyncIterator, ClassVar, Literal
 
 from pydantic import Field
 
-from byzer_like.backends.base import Backend, EngineOptions
+from byzer_like.backends.base import Backend, EngineOptions, SamplingDefaults
 from byzer_like.errors import InvalidRequestError, InvalidSpecError, ModelLoadError, UnsupportedError
 from byzer_like.prepare import default_chat_model
-from byzer_like.protocol import ChatRequest, Chunk, CompletionRequest, EmbeddingRequest, EmbeddingResponse, \
-    SamplingParams, Usage
+from byzer_like.protocol import (
+    ChatRequest,
+    Chunk,
+    CompletionRequest,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    SamplingParams,
+    Usage,
+)
 from byzer_like.spec import DeploySpec
 
 _FINISH = {"stop": "stop", "length": "length", "abort": "cancelled"}
@@ -33,7 +40,7 @@ _ENGINE_FIELDS = ("max_model_len", "gpu_memory_utilization", "trust_remote_code"
                   "enable_prefix_caching", "block_size", "quantization", "seed", "swap_space", "kv_cache_dtype")
 
 
-class VllmOptions(EngineOptions):
+class VllmOptions(SamplingDefaults):
     """vLLM engine options: byzerllm's ``backend.*`` infer params, typed (the prefix is stripped at the edge)."""
 
     max_model_len: int | None = Field(default=None, ge=16, description="Context window; default: the model's.")
@@ -53,10 +60,6 @@ class VllmOptions(EngineOptions):
     runner: Literal["generate", "pooling"] = Field(default="generate", description="pooling = an embedding model.")
     cpu_kvcache_space_gb: int = Field(default=1, ge=1, description="CPU only: KV cache size in GiB.")
     cpu_threads_bind: str | None = Field(default=None, description="CPU only: cores for OpenMP, e.g. 0-3 [all].")
-    default_max_tokens: int = Field(default=512, ge=1, description="max_tokens when a request sets none.")
-    default_temperature: float = Field(default=0.2, ge=0, description="Temperature when a request sets none.")
-    default_top_p: float = Field(default=0.95, gt=0, le=1, description="top_p when a request sets none.")
-    default_repetition_penalty: float = Field(default=1.1, gt=0, description="Repetition penalty default.")
 
 
 class VllmBackend(Backend):
@@ -144,7 +147,7 @@ class VllmBackend(Backend):
                                                                     "frequency_penalty", "seed", "stop_token_ids",
                                                                     "ignore_eos"}}
         return VllmSampling(
-            max_tokens=min(req.max_tokens or o.default_max_tokens, self._max_len - prompt_len),
+            max_tokens=o.max_new_tokens(req.max_tokens, self._max_len - prompt_len),
             temperature=o.default_temperature if req.temperature is None else req.temperature,
             top_p=req.top_p or o.default_top_p, stop=req.stop or None,
             repetition_penalty=req.repetition_penalty or o.default_repetition_penalty,
