@@ -54,7 +54,7 @@ def chat(alias: str, text: str, system: str | None, max_tokens: int | None, temp
 @ray_address_option
 def query(alias: str, text: str, system: str | None, max_tokens: int | None, temperature: float | None,
           timeout: float | None, ray_address: str) -> None:
-    """Byzerllm's spelling of chat: ``query --model ALIAS --query TEXT`` prints the whole answer."""
+    """Chat the byzerllm way: ``query --model ALIAS --query TEXT`` prints the whole answer."""
     from byzer_like.client import Client
 
     connect_cli(ray_address)
