@@ -193,3 +193,24 @@ def test_stat_counts_tokens_from_unary_and_streamed_answers(deployed):
     stat = client.stat()
     assert stat["completion_tokens"] == [5] and stat["prompt_tokens"] == [5]
     assert stat["tokens_per_s"][0] > 0
+
+
+def test_router_killed_is_restarted_by_ray_and_reattaches_its_workers(deployed):
+    import ray
+
+    deployed(echo_spec("r_restart", workers=2))
+    client = Client("r_restart")
+    assert client.chat("before").text == "before"
+    workers = {n for n in named_actors() if n.startswith("r_restart/")}
+    ray.kill(ray.get_actor("r_restart", namespace="byzer_like"), no_restart=False)
+    answer = None
+    deadline = time.monotonic() + 60
+    while answer is None and time.monotonic() < deadline:
+        try:
+            answer = Client("r_restart").chat("after").text
+        except Exception:  # noqa: BLE001 - restarting
+            time.sleep(0.5)
+    assert answer == "after"
+    assert {n for n in named_actors() if n.startswith("r_restart/")} == workers  # the same workers, none new
+    stat = Client("r_restart").stat()
+    assert stat["total_workers"] == 2 and sum(stat["total_requests"]) == 1  # counters start afresh
