@@ -3,7 +3,9 @@
 For each engine: single-stream tokens/s (median of --reps runs of --max-tokens tokens; greedy, EOS ignored where
 the engine allows) directly in this process, then through a 1-worker byzer_like deployment (client -> router ->
 worker actor, streaming). For vLLM also the aggregate tokens/s of 8 concurrent requests. Direct and deployed runs
-take turns (never at the same time) so they do not compete for the cores.
+never overlap, so they do not compete for the cores: llama.cpp and transformers alternate rep by rep (machine drift
+hits both alike; min/max reported); vLLM runs the direct engine first, then the deployment (two vLLM engines at once
+would fight over the KV cache).
 
     BYZER_LIKE_CACHE=/tmp/bl_cache .venv/bin/python bench/engines.py --engines transformers,vllm
 """
@@ -32,7 +34,7 @@ async def timed(fn: Callable[[], Awaitable[int]]) -> tuple[int, float]:
 
 
 # -- direct engines ------------------------------------------------------------------------------------------------
-async def direct_llama(args: argparse.Namespace) -> dict[str, float]:
+async def direct_llama(args: argparse.Namespace) -> tuple[Callable[[], Awaitable[int]], Callable[[], None]]:
     from llama_cpp import Llama
 
     from byzer_like.models import bundled_smollm2_gguf
@@ -44,12 +46,10 @@ async def direct_llama(args: argparse.Namespace) -> dict[str, float]:
         out = llm.create_chat_completion(PROMPT, max_tokens=args.max_tokens, temperature=0)
         return out["usage"]["completion_tokens"]
 
-    runs = [await timed(one) for _ in range(args.reps)]
-    llm.close()
-    return {"single_tok_s": med_rate(runs)}
+    return one, llm.close
 
 
-async def direct_transformers(args: argparse.Namespace) -> dict[str, float]:
+async def direct_transformers(args: argparse.Namespace) -> tuple[Callable[[], Awaitable[int]], Callable[[], None]]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -64,7 +64,7 @@ async def direct_transformers(args: argparse.Namespace) -> dict[str, float]:
                                  do_sample=False)
         return out.shape[1] - ids["input_ids"].shape[1]
 
-    return {"single_tok_s": med_rate([await timed(one) for _ in range(args.reps)])}
+    return one, lambda: None
 
 
 async def direct_vllm(args: argparse.Namespace) -> dict[str, float]:
@@ -105,7 +105,8 @@ async def measure(one: Callable[[], Awaitable[int]], args: argparse.Namespace) -
 
 
 # -- through byzer_like --------------------------------------------------------------------------------------------
-async def deployed(engine: str, args: argparse.Namespace) -> dict[str, float]:
+async def deploy_engine(engine: str, args: argparse.Namespace) -> tuple[Callable[[], Awaitable[int]], Any]:
+    """Deploy a 1-worker alias of ``engine``; return a one-stream call and the undeploy coroutine function."""
     from byzer_like import AsyncClient, DeploySpec
     from byzer_like.pool import deploy, undeploy
     from byzer_like.spec import BackendSpec, ResourceSpec
@@ -117,7 +118,9 @@ async def deployed(engine: str, args: argparse.Namespace) -> dict[str, float]:
                       resources=ResourceSpec(cpus_per_worker=args.threads))
     await asyncio.to_thread(deploy, spec, replace=True)
     client = AsyncClient(spec.alias, timeout=600)
-    extra = {"temperature": 0} if engine == "llama_cpp" else {"temperature": 0, "ignore_eos": True}
+    # NOTE: the same sampling as the direct calls (llama-cpp's create_chat_completion uses repeat_penalty 1.0).
+    extra = ({"temperature": 0, "repetition_penalty": 1.0} if engine == "llama_cpp"
+             else {"temperature": 0, "ignore_eos": True})
 
     async def one() -> int:
         usage = None
@@ -125,25 +128,55 @@ async def deployed(engine: str, args: argparse.Namespace) -> dict[str, float]:
             usage = chunk.usage or usage
         return usage.completion_tokens
 
-    try:
-        if engine == "vllm":
-            return await measure(one, args)
-        await one()
-        return {"single_tok_s": med_rate([await timed(one) for _ in range(args.reps)])}
-    finally:
+    async def close() -> None:
         await asyncio.to_thread(undeploy, spec.alias)
 
+    return one, close
 
-DIRECT: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, float]]]] = {
+
+async def deployed(engine: str, args: argparse.Namespace) -> dict[str, float]:
+    one, close = await deploy_engine(engine, args)
+    try:
+        return await measure(one, args)
+    finally:
+        await close()
+
+
+async def interleaved(engine: str, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Direct and deployed single streams, alternating rep by rep so machine drift hits both alike."""
+    direct_one, direct_close = await DIRECT[engine](args)
+    byzer_one, byzer_close = await deploy_engine(engine, args)
+    try:
+        await direct_one()  # warm-up both
+        await byzer_one()
+        direct_runs, byzer_runs = [], []
+        for _ in range(args.reps):
+            direct_runs.append(await timed(direct_one))
+            byzer_runs.append(await timed(byzer_one))
+    finally:
+        direct_close()
+        await byzer_close()
+    return _rates(direct_runs), _rates(byzer_runs)
+
+
+def _rates(runs: list[tuple[int, float]]) -> dict[str, Any]:
+    rates = [tokens / secs for tokens, secs in runs]
+    return {"single_tok_s": statistics.median(rates), "single_min": min(rates), "single_max": max(rates)}
+
+
+DIRECT: dict[str, Callable[[argparse.Namespace], Awaitable[Any]]] = {
     "llama_cpp": direct_llama, "transformers": direct_transformers, "vllm": direct_vllm}
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for engine in args.engines.split(","):
-        direct = await DIRECT[engine](args)
-        through = await deployed(engine, args)
-        ratios = {k: round(through[k] / direct[k], 3) for k in direct}
+        if engine == "vllm":  # NOTE: two vLLM engines at once would fight over the KV cache and cores: one by one
+            direct = await DIRECT[engine](args)
+            through = await deployed(engine, args)
+        else:
+            direct, through = await interleaved(engine, args)
+        ratios = {k: round(through[k] / direct[k], 3) for k in direct if k.endswith("tok_s")}
         results[engine] = {"direct": direct, "byzer_like": through, "ratio": ratios}
         print(json.dumps({engine: results[engine]}), flush=True)
     return results

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, AsyncIterator, Literal
+from typing import Any, AsyncIterator, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -215,6 +215,60 @@ class ImageResponse(BaseModel):
 
     created: int = Field(default_factory=lambda: int(time.time()))
     data: list[GeneratedImage]
+
+
+def merge(first: Chunk, second: Chunk) -> Chunk:
+    """One chunk carrying both chunks' text, in order; the later finish reason and usage win."""
+    return Chunk(text=first.text + second.text, reasoning=first.reasoning + second.reasoning,
+                 finish_reason=second.finish_reason or first.finish_reason, usage=second.usage or first.usage)
+
+
+class Coalescer:
+    """Merge streamed chunks so at most one goes out per ``interval_s``; the first and the last go out at once.
+
+    Example:
+        >>> c = Coalescer(0.05)
+        >>> out = [x for chunk in chunks if (x := c.feed(chunk))] + [x for x in [c.flush()] if x]  # doctest: +SKIP
+    """
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.pending: Chunk | None = None
+        self.last = float("-inf")
+
+    def feed(self, chunk: Chunk) -> Chunk | None:
+        """Take one chunk; return what should be sent now, if anything."""
+        self.pending = chunk if self.pending is None else merge(self.pending, chunk)
+        now = time.monotonic()
+        if now - self.last < self.interval_s and not (chunk.finish_reason or chunk.usage):
+            return None
+        out, self.pending, self.last = self.pending, None, now
+        return out
+
+    def flush(self) -> Chunk | None:
+        """What is still pending at the end of the stream."""
+        out, self.pending = self.pending, None
+        return out
+
+
+async def coalesce(stream: AsyncIterator[Chunk], interval_s: float) -> AsyncIterator[Chunk]:
+    """``stream`` through a :class:`Coalescer`."""
+    coalescer = Coalescer(interval_s)
+    async for chunk in stream:
+        if (out := coalescer.feed(chunk)) is not None:
+            yield out
+    if (out := coalescer.flush()) is not None:
+        yield out
+
+
+def coalesce_iter(chunks: Iterator[Chunk], interval_s: float) -> Iterator[Chunk]:
+    """The blocking twin of :func:`coalesce`, for engine threads."""
+    coalescer = Coalescer(interval_s)
+    for chunk in chunks:
+        if (out := coalescer.feed(chunk)) is not None:
+            yield out
+    if (out := coalescer.flush()) is not None:
+        yield out
 
 
 async def collect(stream: AsyncIterator[Chunk]) -> ChatResponse:

@@ -91,6 +91,10 @@ class DeploySpec(BaseModel):
     resources: ResourceSpec = Field(default_factory=ResourceSpec, description="Workers and their resources.")
     queue: QueueSpec = Field(default_factory=QueueSpec, description="Queueing when all slots are taken.")
     deploy_timeout_s: float = Field(default=900.0, gt=0, description="Longest wait for every worker to load.")
+    stream_interval_ms: float | None = Field(
+        default=None, ge=0, le=1000,
+        description="Coalesce streamed tokens sent within this many ms into one message (the first token always "
+                    "goes at once); 0 sends every token; default per backend (local engines 50, SaaS 0).")
 
     @model_validator(mode="after")
     def _engine_known_for_local(self) -> DeploySpec:

@@ -28,6 +28,7 @@ from byzer_like.protocol import (
     SpeechResponse,
     TranscriptionRequest,
     TranscriptionResponse,
+    coalesce,
     collect,
 )
 from byzer_like.spec import DeploySpec
@@ -59,7 +60,7 @@ class Worker:
 
     async def chat_stream(self, req: ChatRequest) -> AsyncIterator[Chunk]:
         """Stream the answer to a chat request."""
-        async for chunk in _guard_stream(self.backend.chat(req)):
+        async for chunk in self._paced(self.backend.chat(req)):
             yield chunk
 
     async def complete(self, req: CompletionRequest) -> ChatResponse:
@@ -68,8 +69,13 @@ class Worker:
 
     async def complete_stream(self, req: CompletionRequest) -> AsyncIterator[Chunk]:
         """Stream the completion of a prompt."""
-        async for chunk in _guard_stream(self.backend.complete(req)):
+        async for chunk in self._paced(self.backend.complete(req)):
             yield chunk
+
+    def _paced(self, stream: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+        guarded = _guard_stream(stream)
+        interval_ms = self.backend.spec.stream_interval_ms or 0
+        return coalesce(guarded, interval_ms / 1000) if interval_ms > 0 else guarded
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
         """Embed texts."""

@@ -35,6 +35,7 @@ class EchoBackend(Backend):
     supported_params = frozenset({"max_tokens", "temperature", "top_p", "top_k", "seed", "stop"})
     default_concurrency = 64
     default_cpus = 0.01
+    default_stream_interval_ms = 0.0  # already paced by the upstream (or a test fixture): pass chunks through
     options: EchoOptions
 
     async def start(self) -> None:

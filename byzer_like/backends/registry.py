@@ -83,4 +83,6 @@ def resolve_spec(spec: DeploySpec) -> DeploySpec:
         gpus_per_worker=res.gpus_per_worker,
         custom_resources=res.custom_resources,
     )
-    return spec.model_copy(update={"resources": resources})
+    interval = spec.stream_interval_ms
+    return spec.model_copy(update={"resources": resources, "stream_interval_ms": (
+        backend_cls.default_stream_interval_ms if interval is None else interval)})

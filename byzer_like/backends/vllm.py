@@ -70,6 +70,8 @@ class VllmBackend(Backend):
                                   "repetition_penalty", "presence_penalty", "frequency_penalty", "stop_token_ids",
                                   "ignore_eos"})
     default_concurrency = 32
+    # NOTE: vLLM's OMP threads spin on every core; each streamed message preempts them. Fewer, larger messages.
+    default_stream_interval_ms = 200.0
     default_cpus = 1.0
     options: VllmOptions
 

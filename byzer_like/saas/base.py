@@ -79,6 +79,7 @@ class SaasBackend(Backend):
     options_model: ClassVar[type[EngineOptions]] = SaasOptions
     default_concurrency = 1000
     default_cpus = 0.01
+    default_stream_interval_ms = 0.0  # already paced by the upstream (or a test fixture): pass chunks through
     provider: ClassVar[str] = "saas"
     options: SaasOptions
 

@@ -152,3 +152,20 @@ def test_errors_are_counted_on_release():
 
     pool = run(main())
     assert pool.table[0].errors == 1 and list(pool.table[0].latencies) == [0.2]
+
+
+def test_coalesce_sends_first_at_once_merges_the_rest_and_flushes_at_the_end():
+    from byzer_like.protocol import Chunk, Usage, coalesce
+
+    async def source():
+        for word in ["a", " b", " c", " d"]:
+            yield Chunk(text=word)
+        yield Chunk(finish_reason="stop", usage=Usage(prompt_tokens=1, completion_tokens=4))
+
+    async def main(interval):
+        return [c async for c in coalesce(source(), interval)]
+
+    slow = run(main(10.0))
+    assert [c.text for c in slow] == ["a", " b c d"]  # first at once; the rest flushed by the final chunk
+    assert slow[-1].finish_reason == "stop" and slow[-1].usage.completion_tokens == 4
+    assert "".join(c.text for c in run(main(0.0))) == "a b c d" and len(run(main(0.0))) == 5
