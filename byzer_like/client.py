@@ -164,7 +164,8 @@ class ChunkStream:
             for ref in self._gen:
                 yield ray.get(ref, timeout=self._timeout)
             self._done = True
-        except GeneratorExit:
+        except GeneratorExit:  # the caller stopped iterating early (break): cancel the rest
+            self.close()
             raise
         except BaseException as exc:
             self.close()

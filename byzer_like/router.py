@@ -129,16 +129,17 @@ class Router:
 
     async def _unary(self, method: str, req: Any) -> Any:
         pos = await self.slots.acquire()
-        ref = getattr(self.workers[pos], method).remote(req)
-        start, ok = time.perf_counter(), False
-        try:
+        start, ok, ref = time.perf_counter(), False, None
+        try:  # NOTE: dispatch inside the try: a failing .remote() must still return the slot.
+            ref = getattr(self.workers[pos], method).remote(req)
             result = await ref
             ok = True
             if (usage := getattr(result, "usage", None)) is not None:
                 self.slots.table[pos].count_tokens(usage)
             return result
         except asyncio.CancelledError:
-            ray.cancel(ref)
+            if ref is not None:
+                ray.cancel(ref)
             raise
         except Exception as exc:
             raise translate(exc) from None
@@ -147,9 +148,9 @@ class Router:
 
     async def _stream(self, method: str, req: Any) -> AsyncIterator[Chunk]:
         pos = await self.slots.acquire()
-        gen = getattr(self.workers[pos], method).remote(req)
-        start, ok = time.perf_counter(), False
+        start, ok, gen = time.perf_counter(), False, None
         try:
+            gen = getattr(self.workers[pos], method).remote(req)
             async for ref in gen:
                 chunk = await ref
                 if chunk.usage is not None:
@@ -157,7 +158,8 @@ class Router:
                 yield chunk
             ok = True
         except (asyncio.CancelledError, GeneratorExit):
-            ray.cancel(gen)
+            if gen is not None:
+                ray.cancel(gen)
             raise
         except Exception as exc:
             raise translate(exc) from None

@@ -214,3 +214,12 @@ def test_router_killed_is_restarted_by_ray_and_reattaches_its_workers(deployed):
     assert {n for n in named_actors() if n.startswith("r_restart/")} == workers  # the same workers, none new
     stat = Client("r_restart").stat()
     assert stat["total_workers"] == 2 and sum(stat["total_requests"]) == 1  # counters start afresh
+
+
+def test_breaking_out_of_a_stream_cancels_it_and_frees_the_slot(deployed):
+    deployed(echo_spec("r_break", token_delay_s=0.2))
+    client = Client("r_break")
+    for i, _ in enumerate(client.stream(" ".join(["w"] * 50))):  # 10 s of stream if left running
+        if i == 1:
+            break
+    assert wait_for(lambda: client.stat()["state"] == [1], timeout=5)
