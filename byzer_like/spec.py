@@ -108,6 +108,10 @@ class DeploySpec(BaseModel):
         """Slots per worker (resolved specs always have it set)."""
         return self.resources.worker_concurrency or 1
 
+    def with_model_path(self, path: object) -> DeploySpec:
+        """A copy whose backend serves the model at ``path`` (backends fill their default model this way)."""
+        return self.model_copy(update={"backend": self.backend.model_copy(update={"model_path": str(path)})})
+
     def worker_name(self, index: int) -> str:
         """The Ray actor name of worker ``index``."""
         return f"{self.alias}/worker-{index}"

@@ -54,8 +54,7 @@ class EmbeddingBackend(Backend):
         cls.parse_options(spec)
         path = spec.backend.model_path
         if path is None:
-            backend = spec.backend.model_copy(update={"model_path": str(bundled_minilm())})
-            return spec.model_copy(update={"backend": backend})
+            return spec.with_model_path(bundled_minilm())
         if not Path(path).is_dir():
             raise InvalidSpecError(f"model_path '{path}' is not a folder; custom/bge needs a sentence-transformers "
                                    "(or Hugging Face encoder) folder", param="model_path")

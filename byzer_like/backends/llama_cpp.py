@@ -75,8 +75,7 @@ class LlamaCppBackend(Backend):
         cls.parse_options(spec)
         path = spec.backend.model_path
         if path is None:
-            backend = spec.backend.model_copy(update={"model_path": str(bundled_smollm2_gguf())})
-            return spec.model_copy(update={"backend": backend})
+            return spec.with_model_path(bundled_smollm2_gguf())
         if not Path(path).is_file():
             raise InvalidSpecError(f"model_path '{path}' is not a file; llama_cpp needs a .gguf file",
                                    param="model_path")

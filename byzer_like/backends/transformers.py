@@ -58,8 +58,7 @@ class TransformersBackend(Backend):
         """Default the model to the prepared SmolLM2 folder; check a given path is a folder or a GGUF file."""
         cls.parse_options(spec)
         if spec.backend.model_path is None:
-            backend = spec.backend.model_copy(update={"model_path": str(default_chat_model("transformers"))})
-            return spec.model_copy(update={"backend": backend})
+            return spec.with_model_path(default_chat_model("transformers"))
         hf_source(spec.backend.model_path)
         return spec
 

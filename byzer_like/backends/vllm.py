@@ -87,8 +87,7 @@ class VllmBackend(Backend):
         cls.parse_options(spec)
         path = spec.backend.model_path
         if path is None:
-            backend = spec.backend.model_copy(update={"model_path": str(default_chat_model("vllm"))})
-            return spec.model_copy(update={"backend": backend})
+            return spec.with_model_path(default_chat_model("vllm"))
         if not (Path(path) / "config.json").is_file():
             raise InvalidSpecError(f"model_path '{path}' is not a Hugging Face folder (no config.json); vLLM needs "
                                    "one (GGUF does not run in vLLM on CPU): `byzer-like models prepare smollm2-hf`",
