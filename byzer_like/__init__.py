@@ -31,7 +31,8 @@ __all__ = [
     "AliasExistsError", "AsyncClient", "AuthenticationError", "BackendError", "BackendSpec", "BackendUnavailableError",
     "ByzerLikeError", "Client", "ClusterError", "DeploySpec", "InvalidRequestError", "InvalidSpecError",
     "ModelLoadError", "ModelNotFoundError", "OverloadedError", "PermissionDeniedError", "QueueSpec", "RateLimitError",
-    "RequestTimeoutError", "ResourceSpec", "UnsupportedError", "UpstreamError", "deploy", "undeploy",
+    "RequestTimeoutError", "ResourceSpec", "UnsupportedError", "UpstreamError", "deploy", "list_deployments",
+    "undeploy",
 ]
 
 

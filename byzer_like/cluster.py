@@ -1,7 +1,9 @@
 """Reaching a Ray cluster: an explicit address, ``RAY_ADDRESS``, a running local cluster, or an embedded head node.
 
-Ray's token authentication stays on: Ray writes the token to ``~/.ray/auth_token`` and we set ``RAY_AUTH_MODE=token``
-for the Ray processes and CLIs we start, so no command needs the user to set anything.
+Ray's token authentication stays on: Ray keeps the token in ``~/.ray/auth_token`` (or ``RAY_AUTH_TOKEN`` /
+``RAY_AUTH_TOKEN_PATH``) and we set ``RAY_AUTH_MODE=token`` for the Ray processes and CLIs we start, so no command needs
+the user to set anything. ``ray start --head`` refuses to start without a token, so before starting an embedded head
+we create one the way Ray does (once, announced with its path); connecting to an existing cluster never creates one.
 
 Example:
     >>> info = connect("auto")  # doctest: +SKIP
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import ray
@@ -60,8 +63,18 @@ def _enable_token_auth_if_available() -> None:
 
 def _init(address: str) -> ClusterInfo:
     _quiet_ray_logs()
+    if _token_auth_on() and not _token_available():
+        raise ClusterError(f"the Ray cluster at '{address}' needs its authentication token and this machine has "
+                           f"none; copy the cluster's token (`ray get-auth-token` on its head node) to "
+                           f"{auth_token_path()} or set RAY_AUTH_TOKEN_PATH to a file holding it (RAY_AUTH_MODE=disabled "
+                           "if that cluster runs without authentication)")
     _enable_token_auth_if_available()
-    ctx = ray.init(address=address, namespace=NAMESPACE, logging_level=logging.ERROR, log_to_driver=False)
+    try:
+        ctx = ray.init(address=address, namespace=NAMESPACE, logging_level=logging.ERROR, log_to_driver=False)
+    except (ConnectionError, *_auth_errors()) as exc:
+        hint = (f"; if it uses token authentication, check that {auth_token_path()} (or RAY_AUTH_TOKEN_PATH) holds "
+                "that cluster's token (`ray get-auth-token` on its head node)") if _token_auth_on() else ""
+        raise ClusterError(f"cannot connect to Ray at '{address}': {str(exc).splitlines()[0]}{hint}") from None
     url = ctx.dashboard_url or None
     if url and not url.startswith("http"):
         url = f"http://{url}"
@@ -95,6 +108,8 @@ def connect(address: str | None = "auto", *, start: bool = True, say: Callable[[
         if not start:
             raise ClusterError("no Ray cluster is running; `byzer-like deploy` starts one, or set RAY_ADDRESS "
                                "/ --ray_address to an existing cluster")
+        if (created := ensure_auth_token()) and say:
+            say(f"Created Ray's authentication token at {created} (the embedded cluster requires it; keep it private).")
         start_local_head()
         info = _init("auto")
         if say:
@@ -105,6 +120,48 @@ def connect(address: str | None = "auto", *, start: bool = True, say: Callable[[
         raise
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ClusterError(f"cannot connect to Ray at '{address}': {str(exc).splitlines()[0]}") from None
+
+
+def auth_token_path() -> Path:
+    """Where Ray reads its token from: ``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``."""
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
+
+
+def _token_auth_on() -> bool:
+    return os.environ.get("RAY_AUTH_MODE", "token").lower() == "token"
+
+
+def ensure_auth_token() -> Path | None:
+    """Create Ray's authentication token when token auth is on and none exists yet, as Ray's own CLI does.
+
+    Returns:
+        The token file's path when one was created now, else None (a token existed, or auth is off).
+    """
+    path = auth_token_path()
+    if not _token_auth_on() or _token_available():
+        return None
+    if os.environ.get("RAY_AUTH_TOKEN_PATH"):  # Ray generates only into ~/.ray/auth_token
+        raise ClusterError(f"RAY_AUTH_TOKEN_PATH names {path}, which holds no token; put the cluster's token there "
+                           "or unset RAY_AUTH_TOKEN_PATH to let byzer-like create one in ~/.ray/auth_token")
+    # NOTE: `ray get-auth-token --generate` writes the token to this same path; we run it quietly (it prints the
+    # token itself, which must never reach our output).
+    cmd = [sys.executable, "-m", "ray.scripts.scripts", "get-auth-token", "--generate"]
+    proc = subprocess.run(cmd, env=ray_cli_env(), capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0 or not path.is_file():
+        raise ClusterError(f"could not create Ray's authentication token at {path}; run `ray get-auth-token "
+                           "--generate` yourself, or set RAY_AUTH_TOKEN_PATH to a writable file")
+    path.chmod(0o600)
+    return path
+
+
+def _auth_errors() -> tuple[type[BaseException], ...]:
+    errors = getattr(ray.exceptions, "AuthenticationError", None)
+    return (errors,) if isinstance(errors, type) else ()
+
+
+def _token_available() -> bool:
+    path = auth_token_path()
+    return bool(os.environ.get("RAY_AUTH_TOKEN")) or (path.is_file() and bool(path.read_text().strip()))
 
 
 def read_recorded_address() -> str | None:
@@ -135,7 +192,7 @@ def current() -> ClusterInfo:
 
 def ray_cli_env() -> dict[str, str]:
     """Environment for Ray processes and CLIs we start: token auth on (Ray's CLIs need it said explicitly)."""
-    return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+    return {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"), "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def start_local_head() -> None:

@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 import ray
@@ -17,6 +18,7 @@ from ray import exceptions as rex
 
 from byzer_like._ray import NAMESPACE, get_actor, named_actors, translate
 from byzer_like.backends.registry import resolve_spec
+from byzer_like.cluster import connect
 from byzer_like.errors import AliasExistsError, InvalidSpecError, ModelLoadError, ModelNotFoundError
 from byzer_like.router import RouterActor
 from byzer_like.spec import DeploySpec
@@ -26,12 +28,16 @@ ROUTER_CONCURRENCY_MARGIN = 1000  # router calls beyond slots + queue that still
 _WORKER_MARK = "/worker-"
 
 
-def deploy(spec: DeploySpec, *, replace: bool = False) -> DeploySpec:
+def deploy(spec: DeploySpec, *, replace: bool = False, address: str | None = None) -> DeploySpec:
     """Deploy ``spec.alias``: validate, check the cluster can hold it, start the router and load every worker.
+
+    Connects like the CLI when this process is not connected yet: ``address``, else ``RAY_ADDRESS``, else the
+    running local cluster, else a new embedded local head node (announced on stderr).
 
     Args:
         spec: What to deploy.
         replace: Undeploy an existing deployment of the same alias first.
+        address: A Ray cluster address (``host:port``); default ``auto``.
 
     Returns:
         The resolved spec (backend defaults filled in).
@@ -40,8 +46,10 @@ def deploy(spec: DeploySpec, *, replace: bool = False) -> DeploySpec:
         InvalidSpecError: bad spec or not enough cluster resources (nothing started).
         AliasExistsError: the alias is taken and ``replace`` is False.
         ModelLoadError: a worker failed to load; nothing is left behind.
+        ClusterError: no cluster could be reached or started.
     """
     spec = resolve_spec(spec)
+    connect(address, start=True, say=_say)
     check_fits(spec)
     if spec.alias in list_aliases():
         if not replace:
@@ -67,6 +75,10 @@ def deploy(spec: DeploySpec, *, replace: bool = False) -> DeploySpec:
     return spec
 
 
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def check_fits(spec: DeploySpec) -> None:
     """Refuse a spec that asks for more CPUs/GPUs/resources than the cluster has free.
 
@@ -87,16 +99,19 @@ def check_fits(spec: DeploySpec) -> None:
                 else "custom_resources")
 
 
-def undeploy(alias: str, *, force: bool = False) -> None:
+def undeploy(alias: str, *, force: bool = False, address: str | None = None) -> None:
     """Remove an alias: its router and every worker.
 
     Args:
         alias: The deployment to remove.
         force: Kill at once (no graceful engine shutdown), and also clean up leftovers when no router exists.
+        address: A Ray cluster address when this process is not connected yet; default ``auto`` (never starts one).
 
     Raises:
         ModelNotFoundError: when nothing of that alias exists.
+        ClusterError: no cluster is running.
     """
+    connect(address, start=False)
     names = named_actors()
     leftovers = [n for n in names if n.startswith(alias + _WORKER_MARK)]
     if alias not in names and not (force and leftovers):
@@ -122,8 +137,9 @@ def _remove(alias: str, num_workers: int) -> None:
             continue
 
 
-def list_aliases() -> list[str]:
-    """Every deployed alias (router actors in our namespace)."""
+def list_aliases(address: str | None = None) -> list[str]:
+    """Every deployed alias (router actors in our namespace); connects like the CLI (never starts a cluster)."""
+    connect(address, start=False)
     return [n for n in named_actors() if _WORKER_MARK not in n]
 
 
@@ -135,10 +151,10 @@ def describe(alias: str) -> dict[str, Any]:
             "cpus_per_worker": spec.resources.cpus_per_worker, "gpus_per_worker": spec.resources.gpus_per_worker}
 
 
-def list_deployments() -> list[dict[str, Any]]:
-    """``describe`` of every alias that still answers."""
+def list_deployments(address: str | None = None) -> list[dict[str, Any]]:
+    """``describe`` of every alias that still answers; connects like the CLI (never starts a cluster)."""
     out = []
-    for alias in list_aliases():
+    for alias in list_aliases(address):
         try:
             out.append(describe(alias))
         except (ModelNotFoundError, rex.RayError):

@@ -39,9 +39,10 @@ def serve(host: str | None, port: int | None, replicas: int | None, api_key_env:
         keys = KeyTable(hashes={**keys.hashes, **KeyTable.from_text(api_key).hashes})
     given = {"host": host, "port": port, "replicas": replicas, "request_timeout_s": request_timeout}
     settings = GatewaySettings(**{k: v for k, v in given.items() if v is not None})
-    url = serve_app.start(settings, keys)
+    url, moved_from = serve_app.start(settings, keys)
     auth = f"{len(keys.hashes)} API key(s)" if keys.enabled else "no API key (open)"
-    click.echo(f"gateway serving at {url} ({settings.replicas} replica(s), {auth}); "
+    moved = f" (moved from {moved_from})" if moved_from else ""
+    click.echo(f"gateway serving at {url}{moved} ({settings.replicas} replica(s), {auth}); "
                f"OpenAI base_url {url}/v1; stop with `byzer-like serve --stop`")
 
 

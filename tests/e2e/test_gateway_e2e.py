@@ -14,6 +14,7 @@ import pytest
 import text_generation
 
 from byzer_like import Client, DeploySpec
+from direct_engines import QUESTION, llama_chat
 from byzer_like.spec import BackendSpec, ResourceSpec
 
 KEY = "e2e-secret-key"
@@ -71,21 +72,31 @@ def oai(gateway):
     return openai.OpenAI(base_url=f"{gateway}/v1", api_key=KEY, max_retries=0)
 
 
-def test_openai_sync_chat_smollm2_paris(oai):
+@pytest.fixture(scope="module")
+def direct():
+    """SmolLM2's greedy answer from llama-cpp-python itself on this machine (1 thread, as each worker)."""
+    from byzer_like.models import bundled_smollm2_gguf
+
+    return llama_chat(str(bundled_smollm2_gguf()), QUESTION, max_tokens=48)
+
+
+def test_openai_sync_chat_is_the_engines_answer(oai, direct):
     resp = oai.chat.completions.create(model="e2e_smol", temperature=0, max_tokens=48,
-                                       messages=[{"role": "user", "content": "What is the capital of France?"}])
-    assert "Paris" in resp.choices[0].message.content
-    assert resp.usage.completion_tokens > 0 and resp.choices[0].finish_reason in ("stop", "length")
+                                       messages=[{"role": "user", "content": QUESTION}])
+    assert resp.choices[0].message.content == direct.text
+    assert resp.choices[0].finish_reason == direct.finish_reason
+    assert (resp.usage.prompt_tokens, resp.usage.completion_tokens) == (direct.prompt_tokens,
+                                                                        direct.completion_tokens)
 
 
-def test_openai_streaming_with_usage(oai):
+def test_openai_streaming_with_usage(oai, direct):
     stream = oai.chat.completions.create(model="e2e_smol", temperature=0, max_tokens=48, stream=True,
                                          stream_options={"include_usage": True},
-                                         messages=[{"role": "user", "content": "What is the capital of France?"}])
+                                         messages=[{"role": "user", "content": QUESTION}])
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert "Paris" in text
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    assert text == direct.text
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == direct.completion_tokens
 
 
 @pytest.fixture()
@@ -188,3 +199,26 @@ def test_keeps_serving_across_deploy_and_undeploy(gateway, oai):
         undeploy("e2e_late", force=True)
     assert "byzer_like_gateway_requests_total" in httpx.get(f"{gateway}/metrics",
                                                             headers={"Authorization": f"Bearer {KEY}"}).text
+
+
+def test_serve_on_another_port_moves_the_gateway_and_says_so(gateway):
+    from tests.conftest import run_cli
+
+    old_port = int(gateway.rsplit(":", 1)[1])
+    new_port = _free_port()
+    moved = run_cli("serve", "--port", str(new_port), "--api-key-env", "E2E_GW_KEYS",
+                    env={"E2E_GW_KEYS": f"{KEY} limited=e2e_echo"})
+    try:
+        assert moved.returncode == 0, moved.stderr
+        assert f"gateway serving at http://127.0.0.1:{new_port} (moved from 127.0.0.1:{old_port})" in moved.stdout
+        _wait_ready(f"http://127.0.0.1:{new_port}")
+        with pytest.raises(httpx.HTTPError):  # nothing answers on the old port any more
+            httpx.get(f"{gateway}/health", timeout=2)
+    finally:  # put it back where the module's other tests expect it
+        back = run_cli("serve", "--port", str(old_port), "--api-key-env", "E2E_GW_KEYS",
+                       env={"E2E_GW_KEYS": f"{KEY} limited=e2e_echo"})
+        assert back.returncode == 0, back.stderr
+        _wait_ready(gateway)
+    same = run_cli("serve", "--port", str(old_port), "--api-key-env", "E2E_GW_KEYS",
+                   env={"E2E_GW_KEYS": f"{KEY} limited=e2e_echo"})
+    assert same.returncode == 0 and "moved" not in same.stdout  # same address: an update in place

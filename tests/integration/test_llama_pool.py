@@ -13,8 +13,9 @@ from byzer_like import AsyncClient, Client, DeploySpec
 from byzer_like.errors import InvalidRequestError, ModelLoadError
 from byzer_like.pool import deploy, list_aliases, undeploy
 from byzer_like._ray import named_actors
+from direct_engines import QUESTION, cut_at, llama_chat, stop_word
 
-PARIS_Q = "What is the capital of France?"
+PARIS_Q = QUESTION
 
 
 def smol_spec(alias, **resources):
@@ -46,12 +47,33 @@ def smol(ray_cluster):
         undeploy("smol_it", force=True)
 
 
-def test_chat_answers_with_the_real_model(smol):
+@pytest.fixture(scope="module")
+def direct(smollm2_path):
+    """SmolLM2's greedy answer from llama-cpp-python itself, on this machine (1 thread, as each worker)."""
+    return llama_chat(smollm2_path, PARIS_Q, max_tokens=48)
+
+
+def test_the_real_model_is_loaded(smol):
     resp = smol.chat(PARIS_Q, temperature=0, max_tokens=48)
-    assert "Paris" in resp.text
-    assert resp.finish_reason in ("stop", "length")
+    assert resp.text.strip() and resp.finish_reason in ("stop", "length")
     assert resp.usage.prompt_tokens > 10 and 0 < resp.usage.completion_tokens <= 48
     assert resp.timings.total_s > 0 and resp.timings.first_token_s is not None
+
+
+def test_every_worker_answers_exactly_what_llama_cpp_answers(smol, direct):
+    answers = [smol.chat(PARIS_Q, temperature=0, max_tokens=48) for _ in range(2)]  # LRU: one on each worker
+    for resp in answers:
+        assert resp.text == direct.text
+        assert (resp.usage.prompt_tokens, resp.usage.completion_tokens) == (direct.prompt_tokens,
+                                                                            direct.completion_tokens)
+        assert resp.finish_reason == direct.finish_reason
+
+
+def test_streaming_and_unary_agree(smol, direct):
+    chunks = list(smol.stream(PARIS_Q, temperature=0, max_tokens=48))
+    assert "".join(c.text for c in chunks) == direct.text
+    assert chunks[-1].finish_reason == direct.finish_reason
+    assert chunks[-1].usage.completion_tokens == direct.completion_tokens
 
 
 def test_stream_yields_tokens_then_finish_and_usage(smol):
@@ -173,12 +195,13 @@ def test_workers_are_named_with_resources_in_the_namespace(smol):
     assert ray.get_actor("smol_it/worker-1", namespace="byzer_like") is not None
 
 
-def test_stop_strings_end_the_answer_before_the_stop_text(smol):
-    full = smol.chat(PARIS_Q, temperature=0, max_tokens=48)
-    assert "Paris" in full.text
-    cut = smol.chat(PARIS_Q, temperature=0, max_tokens=48, stop=["Paris"])
-    assert "Paris" not in cut.text and cut.finish_reason == "stop"
-    assert full.text.startswith(cut.text.strip()[:10])
+def test_stop_strings_end_the_answer_before_the_stop_text(smol, direct, smollm2_path):
+    word = stop_word(direct.text)  # a word the engine's own answer contains, whatever this CPU makes it say
+    cut = smol.chat(PARIS_Q, temperature=0, max_tokens=48, stop=[word])
+    assert cut.text == cut_at(direct.text, word) and cut.finish_reason == "stop"
+    assert cut.text == llama_chat(smollm2_path, PARIS_Q, max_tokens=48, stop=[word]).text
+    streamed = "".join(c.text for c in smol.stream(PARIS_Q, temperature=0, max_tokens=48, stop=[word]))
+    assert streamed == cut.text
 
 
 def test_llama_threads_follow_cpus_per_worker(smol):
