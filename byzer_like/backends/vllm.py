@@ -216,14 +216,15 @@ class VllmBackend(Backend):
             self._engine = None
 
     def describe(self) -> dict[str, Any]:
-        """Model, context length, batch size, and the engine's processes (to check none outlive undeploy)."""
+        """Model, context length, batch size, requests the engine still holds, and its processes."""
         import psutil
 
         children = [p.pid for p in psutil.Process().children(recursive=True)]
         args = self.to_engine_args()
         return {"model_path": self.spec.backend.model_path, "max_model_len": self._max_len,
                 "max_num_seqs": args["max_num_seqs"], "dtype": args["dtype"],
-                "tensor_parallel_size": args["tensor_parallel_size"], "pid": os.getpid(), "engine_pids": children}
+                "tensor_parallel_size": args["tensor_parallel_size"], "pid": os.getpid(), "engine_pids": children,
+                "engine_unfinished_requests": self._engine.get_num_unfinished_requests() if self._engine else 0}
 
 
 def _count_cores(bind: str) -> int:

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from _engine_models import prepared
+from direct_engines import QUESTION, cut_at, stop_word, transformers_chat
 
 pytestmark = pytest.mark.slow
 ALIAS = "tf_smol"
@@ -23,27 +24,43 @@ def tf_alias(ray_cluster):
     run_cli("undeploy", "--model", ALIAS, "--force")
 
 
-def test_chat_mentions_paris_and_streams(tf_alias, cli):
+@pytest.fixture(scope="module")
+def direct():
+    """SmolLM2's greedy answer from transformers' own ``generate`` on this machine (1 thread, as each worker)."""
+    return transformers_chat(prepared("smollm2-hf"), QUESTION, max_tokens=24)
+
+
+def test_the_real_model_is_loaded(tf_alias):
+    from byzer_like import Client
+
+    answer = Client(tf_alias, timeout=120).chat(QUESTION, max_tokens=24, temperature=0)
+    assert answer.text.strip() and answer.usage.prompt_tokens > 10 and 0 < answer.usage.completion_tokens <= 24
+
+
+def test_answer_is_what_transformers_answers_directly(tf_alias, cli, direct):
     from byzer_like import Client
 
     client = Client(tf_alias, timeout=120)
-    answer = client.chat("What is the capital of France?", max_tokens=24, temperature=0)
-    assert "Paris" in answer.text
-    assert answer.usage.prompt_tokens > 0 and 0 < answer.usage.completion_tokens <= 24
-    chunks = list(client.stream("What is the capital of France?", max_tokens=24, temperature=0))
-    assert len([c for c in chunks if c.text]) > 2 and chunks[-1].finish_reason in ("stop", "length")
-    assert "Paris" in "".join(c.text for c in chunks)
-    out = cli("chat", tf_alias, "What is the capital of France?", "--max-tokens", "24", "--temperature", "0")
-    assert out.returncode == 0 and "Paris" in out.stdout
+    for _ in range(2):  # LRU: once on each worker
+        answer = client.chat(QUESTION, max_tokens=24, temperature=0)
+        assert answer.text == direct.text and answer.finish_reason == direct.finish_reason
+        assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (direct.prompt_tokens,
+                                                                                direct.completion_tokens)
+    chunks = list(client.stream(QUESTION, max_tokens=24, temperature=0))
+    assert len([c for c in chunks if c.text]) > 2 and "".join(c.text for c in chunks) == direct.text
+    assert chunks[-1].finish_reason == direct.finish_reason
+    out = cli("chat", tf_alias, QUESTION, "--max-tokens", "24", "--temperature", "0")
+    assert out.returncode == 0 and out.stdout == direct.text + "\n", out.stderr
 
 
-def test_stop_strings_and_stat(tf_alias, cli):
+def test_stop_strings_and_stat(tf_alias, cli, direct):
     from byzer_like import Client
 
     client = Client(tf_alias, timeout=120)
     before = sum(client.stat()["total_requests"])
-    answer = client.chat("What is the capital of France?", max_tokens=24, temperature=0, stop=["Paris"])
-    assert "Paris" not in answer.text and answer.finish_reason == "stop"
+    word = stop_word(direct.text)
+    answer = client.chat(QUESTION, max_tokens=24, temperature=0, stop=[word])
+    assert answer.text == cut_at(direct.text, word) and answer.finish_reason == "stop"
     client.chat("Say hi.", max_tokens=4)
     out = cli("stat", "--model", tf_alias, "--json")
     stat = json.loads(out.stdout)

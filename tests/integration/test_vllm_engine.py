@@ -12,6 +12,7 @@ import pytest
 import ray
 
 from _engine_models import alive, prepared
+from direct_engines import QUESTION, cut_at, stop_word, vllm_chat_many
 
 pytestmark = pytest.mark.slow
 ALIAS = "vllm_smol"
@@ -30,22 +31,34 @@ def vllm_alias(ray_cluster):
     run_cli("undeploy", "--model", ALIAS, "--force")
 
 
-def test_chat_mentions_paris_streams_and_stat(vllm_alias, cli):
+@pytest.fixture(scope="module")
+def direct():
+    """SmolLM2's greedy answer from vLLM's own offline ``LLM.chat`` on this machine, with the worker's settings."""
+    return vllm_chat_many(prepared("smollm2-hf"), [{"text": QUESTION, "max_tokens": 24}], max_model_len=2048)[0]
+
+
+def test_answer_is_what_vllm_answers_directly_streams_and_stat(vllm_alias, cli, direct):
     from byzer_like import Client
 
     client = Client(vllm_alias, timeout=300)
-    answer = client.chat("What is the capital of France?", max_tokens=24, temperature=0)
-    assert "Paris" in answer.text and answer.usage.prompt_tokens > 0
-    chunks = list(client.stream("What is the capital of France?", max_tokens=24, temperature=0))
-    assert len([c for c in chunks if c.text]) > 2 and "Paris" in "".join(c.text for c in chunks)
-    stopped = client.chat("What is the capital of France?", max_tokens=24, temperature=0, stop=["Paris"])
-    assert "Paris" not in stopped.text and stopped.finish_reason == "stop"
+    for _ in range(2):  # LRU: once on each worker
+        answer = client.chat(QUESTION, max_tokens=24, temperature=0)
+        assert answer.text == direct.text and answer.finish_reason == direct.finish_reason
+        assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (direct.prompt_tokens,
+                                                                                direct.completion_tokens)
+    chunks = list(client.stream(QUESTION, max_tokens=24, temperature=0))
+    assert len([c for c in chunks if c.text]) >= 1 and "".join(c.text for c in chunks) == direct.text
+    out = cli("chat", vllm_alias, QUESTION, "--max-tokens", "24", "--temperature", "0", timeout=300)
+    assert out.returncode == 0 and out.stdout == direct.text + "\n", out.stderr
+    word = stop_word(direct.text)
+    stopped = client.chat(QUESTION, max_tokens=24, temperature=0, stop=[word])
+    assert stopped.text == cut_at(direct.text, word) and stopped.finish_reason == "stop"
     exact = client.chat("Count.", max_tokens=7, ignore_eos=True, top_k=5, min_p=0.01, seed=3,
                         repetition_penalty=1.05, stop_token_ids=[2])
-    assert exact.usage.completion_tokens <= 7
+    assert exact.usage.completion_tokens == 7 and exact.finish_reason == "length"  # ignore_eos: every token is made
     stat = json.loads(cli("stat", "--model", vllm_alias, "--json").stdout)
     assert stat["total_workers"] == 2 and stat["busy_workers"] == 0 and stat["worker_max_concurrency"] == 32
-    assert sum(stat["total_requests"]) >= 4 and min(stat["total_requests"]) >= 1
+    assert sum(stat["total_requests"]) >= 6 and min(stat["total_requests"]) >= 1
 
 
 def test_eight_streams_overlap_on_one_worker(vllm_alias):
@@ -78,16 +91,26 @@ def test_eight_streams_overlap_on_one_worker(vllm_alias):
     assert peak >= 4, f"at most {peak} of 8 streams were generating at once; expected continuous batching"
 
 
+def _engine_unfinished(alias):
+    return sum(ray.get(ray.get_actor(f"{alias}/worker-{i}", namespace="byzer_like").describe.remote())
+               ["engine_unfinished_requests"] for i in range(2))
+
+
 def test_abandoned_stream_is_aborted(vllm_alias):
     from byzer_like import Client
 
     client = Client(vllm_alias, timeout=300)
-    with client.stream("Write a long essay.", max_tokens=400, ignore_eos=True) as stream:
+    # 2,000 tokens would keep the engine busy for minutes here; an aborted request leaves it at once
+    with client.stream("Write a long essay.", max_tokens=2000, ignore_eos=True) as stream:
         next(iter(stream))
-    answer = client.chat("What is the capital of France?", max_tokens=16, temperature=0)  # engine still serves
+        assert _engine_unfinished(vllm_alias) == 1
+    deadline = time.monotonic() + 15
+    while _engine_unfinished(vllm_alias) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _engine_unfinished(vllm_alias) == 0, "the engine still generates for a stream nobody reads"
+    answer = client.chat(QUESTION, max_tokens=16, temperature=0)  # the engine still serves
     assert answer.text
-    stat = client.stat()
-    assert stat["busy_workers"] == 0
+    assert client.stat()["busy_workers"] == 0
 
 
 def test_unfit_or_bad_options_leave_nothing(ray_cluster, cli):
