@@ -18,6 +18,7 @@ from typing import Any, AsyncIterator, ClassVar, Iterator
 from pydantic import AliasChoices, Field
 
 from byzer_like.backends.base import Backend, EngineOptions, SamplingDefaults
+from byzer_like.backends.transformers_stream import StopMatcher
 from byzer_like.errors import BackendError, InvalidRequestError, InvalidSpecError, ModelLoadError
 from byzer_like.models import bundled_smollm2_gguf
 from byzer_like.protocol import (
@@ -158,23 +159,33 @@ class LlamaCppBackend(Backend):
 
     def _run(self, tokens: list[int], req: ChatRequest | CompletionRequest, stop: threading.Event) -> Iterator[Chunk]:
         kwargs = self._sampling_defaults()
-        kwargs.update({_PARAM_NAMES.get(k, k): getattr(req, k) for k in req.set_params() if k != "max_tokens"})
+        kwargs.update({_PARAM_NAMES.get(k, k): getattr(req, k) for k in req.set_params() - {"max_tokens", "stop"}})
         limit = self.options.max_new_tokens(req.max_tokens, self.options.n_ctx - len(tokens))
+        # NOTE: stop strings are matched here, not by llama.cpp: its stream then hands over each token's text as it
+        # is sampled, so we know which token ended the answer and count it as llama.cpp's own usage does.
+        matcher = StopMatcher(req.stop)
         stream = self._llama.create_completion(tokens, max_tokens=limit, stream=True, **kwargs)
-        finish = None
+        finish, hit = None, False
         try:
             for part in stream:
                 choice = part["choices"][0]
                 finish = choice.get("finish_reason") or finish
-                if choice["text"]:
-                    yield Chunk(text=choice["text"])
+                text, hit = matcher.feed(choice["text"])
+                if text:
+                    yield Chunk(text=text)
+                if hit:
+                    finish = "stop"
+                    break
                 if stop.is_set():
                     finish = "cancelled"
                     break
         finally:
             stream.close()
-        # NOTE: llama.cpp evaluates every generated token but the last one sampled when it stops for length.
-        generated = self._llama.n_tokens - len(tokens) + (1 if finish == "length" else 0)
+        if not hit and finish != "cancelled" and (tail := matcher.flush()):
+            yield Chunk(text=tail)
+        # NOTE: llama.cpp evaluates every sampled token but the last: the end-of-generation token (not part of the
+        # answer), or the one that reached max_tokens or completed a stop string (both part of it).
+        generated = self._llama.n_tokens - len(tokens) + (1 if finish == "length" or hit else 0)
         yield Chunk(finish_reason=finish or "stop",
                     usage=Usage(prompt_tokens=len(tokens), completion_tokens=max(0, generated)))
 
