@@ -77,6 +77,38 @@ class QueueSpec(BaseModel):
     request_timeout_s: float = Field(default=600.0, gt=0, description="Longest wait in the queue, in seconds.")
 
 
+class ScalingSpec(BaseModel):
+    """How the pool lives: supervision (restart dead workers, retry their requests) and autoscaling (seed 003).
+
+    With no ``min_workers``/``max_workers`` the pool keeps ``num_workers`` workers (healing, not scaling).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_workers: int | None = Field(default=None, ge=0, le=1024,
+                                    description="Fewest workers; 0 = scale to zero when idle [num_workers].")
+    max_workers: int | None = Field(default=None, ge=1, le=1024, description="Most workers [num_workers].")
+    scale_up_step: int = Field(default=1, ge=1, le=1024, description="Workers added at once when scaling up.")
+    max_idle_time_s: float = Field(default=300.0, gt=0,
+                                   description="Seconds a worker may stay idle before it is removed (>= min).")
+    target_ongoing_requests: float | None = Field(
+        default=None, gt=0, description="Running + queued requests per worker to aim for [worker_concurrency].")
+    upscale_delay_s: float = Field(default=0.0, ge=0, description="Load must stay above target this long to add.")
+    downscale_delay_s: float = Field(default=0.0, ge=0, description="Extra wait after the last scale-up to remove.")
+    max_retries: int = Field(default=2, ge=0, le=16,
+                             description="Times a request whose worker died is retried on another worker.")
+    health_check_period_s: float = Field(default=5.0, gt=0, description="Seconds between worker health checks.")
+    health_check_timeout_s: float = Field(default=10.0, gt=0, description="A check slower than this fails.")
+    max_restarts: int = Field(default=5, ge=0, description="Worker replacements allowed per restart window.")
+    restart_window_s: float = Field(default=300.0, gt=0, description="The window max_restarts counts over.")
+
+    def bounds(self, num_workers: int) -> tuple[int, int]:
+        """``(min, max)`` workers, defaulting to ``num_workers`` (and never ``min > max``)."""
+        low = num_workers if self.min_workers is None else self.min_workers
+        high = max(num_workers if self.max_workers is None else self.max_workers, low, 1)
+        return low, high
+
+
 class DeploySpec(BaseModel):
     """Everything needed to deploy one alias.
 
@@ -90,6 +122,7 @@ class DeploySpec(BaseModel):
     backend: BackendSpec = Field(default_factory=BackendSpec, description="Engine or provider and its options.")
     resources: ResourceSpec = Field(default_factory=ResourceSpec, description="Workers and their resources.")
     queue: QueueSpec = Field(default_factory=QueueSpec, description="Queueing when all slots are taken.")
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec, description="Supervision and autoscaling.")
     deploy_timeout_s: float = Field(default=900.0, gt=0, description="Longest wait for every worker to load.")
     stream_interval_ms: float | None = Field(
         default=None, ge=0, le=1000,
@@ -102,6 +135,23 @@ class DeploySpec(BaseModel):
         if not self.backend.is_saas and engine is not None and engine not in LOCAL_ENGINES:
             raise ValueError(f"infer_backend '{engine}' is unknown; use one of {', '.join(LOCAL_ENGINES)}")
         return self
+
+    @model_validator(mode="after")
+    def _workers_within_bounds(self) -> DeploySpec:
+        low, high = self.scaling.bounds(self.resources.num_workers)
+        if self.scaling.min_workers is not None and self.scaling.max_workers is not None and low > high:
+            raise ValueError(f"min_workers ({low}) is more than max_workers ({high})")
+        if "num_workers" in self.resources.model_fields_set and not low <= self.resources.num_workers <= high:
+            raise ValueError(f"num_workers ({self.resources.num_workers}) must lie within min_workers ({low}) and "
+                             f"max_workers ({high})")
+        return self
+
+    @property
+    def initial_workers(self) -> int:
+        """Workers deploy starts: ``num_workers`` brought within ``min_workers``..``max_workers`` (at least 1, so a
+        deploy proves the model loads; a scale-to-zero alias drops it after ``max_idle_time``)."""
+        low, high = self.scaling.bounds(self.resources.num_workers)
+        return max(1, min(max(self.resources.num_workers, low), high))
 
     @property
     def worker_concurrency(self) -> int:
