@@ -32,7 +32,7 @@ __all__ = [
     "ByzerLikeError", "Client", "ClusterError", "DeploySpec", "InvalidRequestError", "InvalidSpecError",
     "ModelLoadError", "ModelNotFoundError", "OverloadedError", "PermissionDeniedError", "QueueSpec", "RateLimitError",
     "RequestTimeoutError", "ResourceSpec", "UnsupportedError", "UpstreamError", "deploy", "list_deployments",
-    "undeploy",
+    "scale", "undeploy",
 ]
 
 
@@ -41,7 +41,7 @@ def __getattr__(name: str):  # noqa: ANN202 - lazy: keep `import byzer_like` fre
         from byzer_like import client
 
         return getattr(client, name)
-    if name in ("deploy", "undeploy", "list_deployments"):
+    if name in ("deploy", "undeploy", "list_deployments", "scale"):
         from byzer_like import pool
 
         return getattr(pool, name)

@@ -16,11 +16,13 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 from byzer_like.errors import BackendUnavailableError, OverloadedError
 
 LATENCY_WINDOW = 1024
+# A worker's life: starting -> ready -> draining -> (removed); ready/starting -> dead -> (replaced by a new worker).
+STARTING, READY, DRAINING, DEAD = "starting", "ready", "draining", "dead"
 
 
 @dataclass
@@ -34,11 +36,24 @@ class WorkerSlot:
     errors: int = 0
     last_dispatch: float = -math.inf  # monotonic clock; -inf = never dispatched
     last_work_time: float = field(default_factory=time.time)  # wall clock of the last dispatch (or creation)
-    healthy: bool = True
+    phase: str = READY
+    handle: Any = field(default=None, repr=False)  # the worker actor (the router's business; opaque here)
+    restarts: int = 0  # how many workers died before this one took their place
+    idle_since: float = field(default_factory=time.monotonic)  # monotonic: when ``running`` last fell to 0
+    where: dict = field(default_factory=dict)  # pid, node
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     prompt_tokens: int = 0
     completion_tokens: int = 0
     busy_seconds: float = 0.0  # summed request durations: completion tokens / busy seconds = tokens/s
+
+    @property
+    def healthy(self) -> bool:
+        """Alive and serving (a draining worker still finishes its requests)."""
+        return self.phase in (READY, DRAINING)
+
+    @healthy.setter
+    def healthy(self, value: bool) -> None:
+        self.phase = READY if value else DEAD
 
     @property
     def free(self) -> int:
@@ -60,6 +75,8 @@ class WorkerSlot:
     def give_back(self, seconds: float, ok: bool) -> None:
         """Return the slot of a finished request and record how it went."""
         self.running -= 1
+        if self.running == 0:
+            self.idle_since = time.monotonic()
         self.latencies.append(seconds)
         self.busy_seconds += seconds
         if not ok:
@@ -67,7 +84,7 @@ class WorkerSlot:
 
 
 def pick_worker(table: Sequence[WorkerSlot]) -> int | None:
-    """The LRU choice: least recently dispatched healthy worker with a free slot.
+    """The LRU choice: least recently dispatched ready worker with a free slot.
 
     Args:
         table: The worker table.
@@ -78,7 +95,7 @@ def pick_worker(table: Sequence[WorkerSlot]) -> int | None:
     best: WorkerSlot | None = None
     best_pos = None
     for pos, slot in enumerate(table):
-        if not slot.healthy or slot.free <= 0:
+        if slot.phase != READY or slot.free <= 0:
             continue
         if best is None or (slot.last_dispatch, -slot.free, slot.index) < (best.last_dispatch, -best.free, best.index):
             best, best_pos = slot, pos
@@ -110,6 +127,11 @@ def table_stat(table: Sequence[WorkerSlot], capacity: int, queue_length: int) ->
         "running_requests": [s.running for s in table],
         "errors": [s.errors for s in table],
         "healthy": [s.healthy for s in table],
+        "phase": [s.phase for s in table],
+        "restarts": [s.restarts for s in table],
+        "worker_index": [s.index for s in table],
+        "pid": [s.where.get("pid") for s in table],
+        "node": [s.where.get("node") for s in table],
         "latency_ms": [_latency_ms(s.latencies) for s in table],
         "prompt_tokens": [s.prompt_tokens for s in table],
         "completion_tokens": [s.completion_tokens for s in table],
@@ -152,26 +174,28 @@ class SlotPool:
         """Slots over all workers."""
         return sum(s.capacity for s in self.table)
 
-    async def acquire(self) -> int:
-        """Book a slot; wait in the queue when all are taken.
+    async def acquire(self) -> WorkerSlot:
+        """Book a slot; wait in the queue when all are taken (or while no worker is ready yet).
 
         Returns:
-            The chosen worker's position.
+            The chosen worker's row (hand it back to ``release``).
 
         Raises:
             OverloadedError: the queue is full, or no slot freed within ``timeout_s``.
-            BackendUnavailableError: the pool is closing.
+            BackendUnavailableError: the pool is closing, or cannot serve (``fail_waiters``).
         """
         if self.closed_reason:
             raise BackendUnavailableError(self.closed_reason)
         pos = pick_worker(self.table)
         if pos is not None:
-            self.table[pos].take(time.monotonic())
-            return pos
+            slot = self.table[pos]
+            slot.take(time.monotonic())
+            return slot
         if len(self.waiters) >= self.max_queue:
             raise OverloadedError(f"'{self.name}' is overloaded: all {self.slots} slots busy and {len(self.waiters)} "
-                                  "requests queued; retry later or deploy more workers", retry_after=1.0)
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+                                  "requests queued; retry later or deploy more workers",
+                                  retry_after=self.expected_wait())
+        fut: asyncio.Future[WorkerSlot] = asyncio.get_running_loop().create_future()
         self.waiters.append(fut)
         try:
             done, _ = await asyncio.wait((fut,), timeout=self.timeout_s)
@@ -181,35 +205,47 @@ class SlotPool:
         if not done:
             self._abandon(fut)
             raise OverloadedError(f"'{self.name}' is overloaded: no slot freed within {self.timeout_s:g}s; retry "
-                                  "later or deploy more workers", retry_after=1.0)
+                                  "later or deploy more workers", retry_after=self.expected_wait())
         return fut.result()
 
-    def release(self, pos: int, seconds: float, ok: bool) -> None:
+    def expected_wait(self) -> float:
+        """Seconds a new request can expect to wait: the queue ahead of it times a typical request, over the slots."""
+        recent = [v for slot in self.table for v in list(slot.latencies)[-64:]]
+        typical = percentile(recent, 50) or 1.0
+        slots = max(1, sum(s.capacity for s in self.table if s.phase == READY))
+        return round(min(600.0, max(0.1, (len(self.waiters) + 1) * typical / slots)), 2)
+
+    def release(self, slot: WorkerSlot, seconds: float, ok: bool) -> None:
         """Return a finished request's slot and hand it to the oldest waiter."""
-        self.table[pos].give_back(seconds, ok)
-        self._wake()
+        slot.give_back(seconds, ok)
+        self.wake()
 
     def close(self, reason: str) -> None:
         """Refuse new requests and fail every waiter with ``reason``."""
         self.closed_reason = reason
+        self.fail_waiters(reason)
+
+    def fail_waiters(self, reason: str) -> None:
+        """Fail every waiting request with ``reason`` (the pool cannot serve them)."""
         while self.waiters:
             fut = self.waiters.popleft()
             if not fut.done():
                 fut.set_exception(BackendUnavailableError(reason))
 
-    def _abandon(self, fut: asyncio.Future[int]) -> None:
+    def _abandon(self, fut: asyncio.Future[WorkerSlot]) -> None:
         """A waiter gave up: hand back a slot it was already given, or leave the queue."""
         if fut.done() and not fut.cancelled() and fut.exception() is None:
-            slot = self.table[fut.result()]
+            slot = fut.result()
             slot.running -= 1
             slot.total_requests -= 1
-            self._wake()
+            self.wake()
             return
         fut.cancel()
         if fut in self.waiters:
             self.waiters.remove(fut)
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
+        """Hand free slots to waiters, oldest first (after a release, or when a worker becomes ready)."""
         while self.waiters:
             pos = pick_worker(self.table)
             if pos is None:
@@ -218,4 +254,4 @@ class SlotPool:
             if fut.done():
                 continue
             self.table[pos].take(time.monotonic())
-            fut.set_result(pos)
+            fut.set_result(self.table[pos])

@@ -19,7 +19,13 @@ from ray import exceptions as rex
 from byzer_like._ray import NAMESPACE, get_actor, named_actors, translate
 from byzer_like.backends.registry import resolve_spec
 from byzer_like.cluster import connect
-from byzer_like.errors import AliasExistsError, InvalidSpecError, ModelLoadError, ModelNotFoundError
+from byzer_like.errors import (
+    AliasExistsError,
+    InvalidRequestError,
+    InvalidSpecError,
+    ModelLoadError,
+    ModelNotFoundError,
+)
 from byzer_like.router import RouterActor
 from byzer_like.spec import DeploySpec
 
@@ -56,7 +62,7 @@ def deploy(spec: DeploySpec, *, replace: bool = False, address: str | None = Non
             raise AliasExistsError(f"'{spec.alias}' is already deployed; undeploy it first or pass --replace",
                                    param="model")
         undeploy(spec.alias)
-    slots = spec.resources.num_workers * spec.worker_concurrency
+    slots = spec.scaling.bounds(spec.resources.num_workers)[1] * spec.worker_concurrency
     try:
         router = RouterActor.options(
             name=spec.alias, namespace=NAMESPACE, lifetime="detached", num_cpus=0, max_restarts=-1,
@@ -67,7 +73,7 @@ def deploy(spec: DeploySpec, *, replace: bool = False, address: str | None = Non
     try:
         ray.get(router.start.remote(), timeout=spec.deploy_timeout_s)
     except BaseException as exc:
-        _remove(spec.alias, spec.resources.num_workers)
+        _remove(spec.alias, spec.initial_workers)
         if isinstance(exc, rex.GetTimeoutError):
             raise ModelLoadError(f"workers of '{spec.alias}' did not load within {spec.deploy_timeout_s:g}s; "
                                  "the cluster may lack free resources (see `byzer-like cluster status`)") from None
@@ -85,7 +91,7 @@ def check_fits(spec: DeploySpec) -> None:
     Raises:
         InvalidSpecError: naming the resource, what is needed and what is free.
     """
-    res, n = spec.resources, spec.resources.num_workers
+    res, n = spec.resources, spec.initial_workers
     needs = {"CPU": (res.cpus_per_worker or 0) * n, "GPU": res.gpus_per_worker * n}
     needs.update({k: v * n for k, v in res.custom_resources.items()})
     free = ray.available_resources()
@@ -135,6 +141,25 @@ def _remove(alias: str, num_workers: int) -> None:
             ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
         except ValueError:
             continue
+
+
+def scale(alias: str, workers: int, *, address: str | None = None) -> dict[str, Any]:
+    """Set an alias's worker count now (``min_workers``/``max_workers`` move when ``workers`` lies outside them).
+
+    Returns:
+        The new bounds and target: ``{"min_workers", "max_workers", "workers"}``.
+
+    Raises:
+        ModelNotFoundError: no such alias.
+        InvalidRequestError: a negative count.
+    """
+    if workers < 0:
+        raise InvalidRequestError(f"cannot scale to {workers} workers; give 0 or more", param="workers")
+    connect(address, start=False)
+    try:
+        return ray.get(get_actor(alias).scale.remote(workers), timeout=60)
+    except rex.RayError as exc:
+        raise translate(exc) from None
 
 
 def list_aliases(address: str | None = None) -> list[str]:

@@ -1,8 +1,18 @@
-"""The router actor: one per alias, named by the alias. Owns the worker table, picks workers by LRU, queues.
+"""The router actor: one per alias, named by the alias. Owns the worker table, picks workers by LRU, queues, heals
+and scales the pool.
 
 The router holds no lock while waiting: a request that finds every slot taken parks a future in a bounded FIFO
 queue, and the release path hands the freed slot straight to the oldest waiter. A slot is returned however the
 request ends (done, error, cancelled, caller gone); a stream holds its slot until it ends.
+
+A living pool (``shared/DESIGN.md``): each worker keeps one ``watch`` call open, which fails the moment the worker
+dies (``kill -9``, node loss, engine crash), and a periodic ``check_health`` catches hung or broken engines. A dead
+worker is taken out of the table at once (``stat``'s ``healthy`` and ``phase`` say so); its unary requests, and
+streams that had sent nothing yet, are retried on another worker (``max_retries``); a stream that had already sent
+chunks ends with a ``BackendUnavailableError`` the caller sees. A control loop keeps the worker count where the
+autoscaling policy (``autoscale.decide``, a pure function) wants it: it replaces dead workers (with backoff and a
+restart budget per window, after which the alias reports ``degraded``), adds workers under load, and drains idle
+ones (a draining worker takes no new request and leaves when its running ones end).
 
 Example:
     >>> router = RouterActor.options(name="smol").remote(spec)  # doctest: +SKIP
@@ -13,13 +23,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from typing import Any, AsyncIterator
 
 import ray
+from ray import exceptions as rex
 
 from byzer_like._ray import NAMESPACE, translate
-from byzer_like.errors import ByzerLikeError, ModelLoadError
-from byzer_like.policy import SlotPool, WorkerSlot, table_stat
+from byzer_like.autoscale import LoadSample, ScalerState, decide
+from byzer_like.errors import BackendUnavailableError, ByzerLikeError, ModelLoadError
+from byzer_like.policy import DEAD, DRAINING, READY, STARTING, SlotPool, WorkerSlot, table_stat
 from byzer_like.protocol import (
     ChatRequest,
     ChatResponse,
@@ -38,11 +51,14 @@ from byzer_like.spec import DeploySpec
 from byzer_like.worker import Worker
 
 logger = logging.getLogger(__name__)
-CONTROL_CALLS = 8  # worker concurrency kept free for health/describe/shutdown beside the request slots
+CONTROL_CALLS = 8  # worker concurrency kept free for watch/health/describe/shutdown beside the request slots
+TICK_S = 0.25  # control loop period
+EVENTS_KEPT = 50
+WORKER_DIED = (rex.RayActorError, rex.ActorUnavailableError)  # the worker itself is gone (not an engine error)
 
 
 class Router:
-    """Routes an alias's requests over its workers.
+    """Routes an alias's requests over its workers, and keeps the pool alive and sized.
 
     Args:
         spec: The resolved deployment spec.
@@ -50,47 +66,74 @@ class Router:
 
     def __init__(self, spec: DeploySpec) -> None:
         self.spec = spec
-        table = [WorkerSlot(index=i, capacity=spec.worker_concurrency) for i in range(spec.resources.num_workers)]
-        self.slots = SlotPool(table, max_queue=spec.queue.max_queue, timeout_s=spec.queue.request_timeout_s,
+        self.scaling = spec.scaling
+        self.slots = SlotPool([], max_queue=spec.queue.max_queue, timeout_s=spec.queue.request_timeout_s,
                               name=spec.alias)
-        self.workers: list[Any] = []
         self.created = time.time()
+        self.next_index = 0
+        self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
+        self.deaths: deque[float] = deque()  # monotonic times of worker deaths (restart budget)
+        self.credits: deque[int] = deque()  # restarts count of dead workers awaiting a replacement
+        self.retries = 0
+        self.total_restarts = 0
+        self.last_error: str | None = None
+        self.degraded = False
+        self.scaler = ScalerState()
+        self.next_start_at = 0.0  # backoff: no new worker before this monotonic time
+        self.next_health_at = time.monotonic() + self.scaling.health_check_period_s
+        self.wakeup = asyncio.Event()
+        self.loop_task: asyncio.Task | None = None
+        self.tasks: set[asyncio.Task] = set()
+        self.unwatched: list[WorkerSlot] = []
         if ray.get_runtime_context().was_current_actor_reconstructed:
-            # NOTE: a restarted router re-attaches to its detached workers by name; counters start afresh.
-            self.workers = [ray.get_actor(spec.worker_name(i), namespace=NAMESPACE) for i in range(len(table))]
+            self._reattach()
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Create the workers and load the engine in each; on any failure, remove them all and raise."""
-        res = self.spec.resources
-        actor = ray.remote(Worker)
-        for i in range(res.num_workers):
-            self.workers.append(actor.options(
-                name=self.spec.worker_name(i), namespace=NAMESPACE, lifetime="detached",
-                num_cpus=res.cpus_per_worker, num_gpus=res.gpus_per_worker, resources=res.custom_resources or None,
-                max_concurrency=self.spec.worker_concurrency + CONTROL_CALLS,
-            ).remote(self.spec, i))
+        """Create the first workers and load the engine in each; on any failure, remove them all and raise."""
+        rows = [self._create_worker() for _ in range(self.spec.initial_workers)]
         try:
-            await asyncio.gather(*(w.start.remote() for w in self.workers))
+            await asyncio.gather(*(self._load(row) for row in rows))
         except BaseException as exc:
             self._kill_workers()
             err = translate(exc)
             raise err if isinstance(err, ModelLoadError) else ModelLoadError(err.message) from None
+        self._event(0, len(rows), "deployed")
+        self._start_loop()
+
+    def _reattach(self) -> None:
+        """A restarted router finds its detached workers by name; counters start afresh."""
+        prefix = self.spec.alias + "/worker-"
+        names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                 if a["namespace"] == NAMESPACE and a["name"].startswith(prefix)]
+        for name in sorted(names, key=lambda n: int(n.rsplit("-", 1)[1])):
+            index = int(name.rsplit("-", 1)[1])
+            row = WorkerSlot(index=index, capacity=self.spec.worker_concurrency, phase=READY,
+                             handle=ray.get_actor(name, namespace=NAMESPACE))
+            self.slots.table.append(row)
+            self.next_index = max(self.next_index, index + 1)
+        self._event(0, len(self.slots.table), "router restarted; re-attached to its workers")
+        self.unwatched = list(self.slots.table)  # NOTE: no event loop runs in __init__; watched on first use
 
     async def shutdown(self, graceful_s: float = 10.0) -> None:
         """Refuse new requests, let each engine release its resources, then kill the workers."""
         self.slots.close(f"'{self.spec.alias}' is being undeployed")
+        if self.loop_task is not None:
+            self.loop_task.cancel()
+        for task in list(self.tasks):
+            task.cancel()
+        handles = [row.handle for row in self.slots.table]
         try:
-            await asyncio.wait_for(asyncio.gather(*(w.shutdown.remote() for w in self.workers),
-                                                  return_exceptions=True), graceful_s)
+            await asyncio.wait_for(asyncio.gather(*(h.shutdown.remote() for h in handles), return_exceptions=True),
+                                   graceful_s)
         except asyncio.TimeoutError:
             logger.warning("workers of %s did not shut down within %ss; killing them", self.spec.alias, graceful_s)
         self._kill_workers()
 
     def _kill_workers(self) -> None:
-        for worker in self.workers:
-            ray.kill(worker, no_restart=True)
-        self.workers = []
+        for row in self.slots.table:
+            _kill(row.handle)
+        self.slots.table.clear()
 
     # -- requests --------------------------------------------------------------------------------------------
     async def chat(self, req: ChatRequest) -> ChatResponse:
@@ -128,51 +171,289 @@ class Router:
             yield chunk
 
     async def _unary(self, method: str, req: Any) -> Any:
-        pos = await self.slots.acquire()
-        start, ok, ref = time.perf_counter(), False, None
-        try:  # NOTE: dispatch inside the try: a failing .remote() must still return the slot.
-            ref = getattr(self.workers[pos], method).remote(req)
-            result = await ref
-            ok = True
-            if (usage := getattr(result, "usage", None)) is not None:
-                self.slots.table[pos].count_tokens(usage)
-            return result
-        except asyncio.CancelledError:
-            if ref is not None:
-                ray.cancel(ref)
-            raise
-        except Exception as exc:
-            raise translate(exc) from None
-        finally:
-            self.slots.release(pos, time.perf_counter() - start, ok)
+        attempt = 0
+        self._check_serving()
+        while True:
+            row = await self.slots.acquire()
+            start, ok, ref = time.perf_counter(), False, None
+            try:  # NOTE: dispatch inside the try: a failing .remote() must still return the slot.
+                ref = getattr(row.handle, method).remote(req)
+                result = await ref
+                ok = True
+                if (usage := getattr(result, "usage", None)) is not None:
+                    row.count_tokens(usage)
+                return result
+            except asyncio.CancelledError:
+                if ref is not None:
+                    ray.cancel(ref)
+                raise
+            except WORKER_DIED as exc:
+                self._worker_died(row, exc)
+                if attempt >= self.scaling.max_retries:
+                    raise translate(exc) from None
+                attempt += 1
+                self.retries += 1
+            except Exception as exc:
+                raise translate(exc) from None
+            finally:
+                self.slots.release(row, time.perf_counter() - start, ok)
 
     async def _stream(self, method: str, req: Any) -> AsyncIterator[Chunk]:
-        pos = await self.slots.acquire()
-        start, ok, gen = time.perf_counter(), False, None
+        attempt = 0
+        self._check_serving()
+        while True:
+            row = await self.slots.acquire()
+            start, ok, gen, sent = time.perf_counter(), False, None, 0
+            try:
+                gen = getattr(row.handle, method).remote(req)
+                async for ref in gen:
+                    chunk = await ref
+                    if chunk.usage is not None:
+                        row.count_tokens(chunk.usage)
+                    sent += 1
+                    yield chunk
+                ok = True
+                return
+            except (asyncio.CancelledError, GeneratorExit):
+                if gen is not None:
+                    ray.cancel(gen)
+                raise
+            except WORKER_DIED as exc:
+                self._worker_died(row, exc)
+                if sent:
+                    raise BackendUnavailableError(
+                        f"the worker serving this stream died after {sent} chunk(s) were sent; the answer is "
+                        "incomplete, retry the request") from None
+                if attempt >= self.scaling.max_retries:
+                    raise translate(exc) from None
+                attempt += 1
+                self.retries += 1
+            except Exception as exc:
+                raise translate(exc) from None
+            finally:
+                self.slots.release(row, time.perf_counter() - start, ok)
+
+    # -- supervision -----------------------------------------------------------------------------------------
+    def _create_worker(self, restarts: int = 0) -> WorkerSlot:
+        """Start a new worker actor (its engine loads in ``_load``) and add its row as ``starting``."""
+        res = self.spec.resources
+        index, self.next_index = self.next_index, self.next_index + 1
+        handle = ray.remote(Worker).options(
+            name=self.spec.worker_name(index), namespace=NAMESPACE, lifetime="detached",
+            num_cpus=res.cpus_per_worker, num_gpus=res.gpus_per_worker, resources=res.custom_resources or None,
+            max_concurrency=self.spec.worker_concurrency + CONTROL_CALLS,
+        ).remote(self.spec, index)
+        row = WorkerSlot(index=index, capacity=self.spec.worker_concurrency, phase=STARTING, handle=handle,
+                         restarts=restarts)
+        self.slots.table.append(row)
+        return row
+
+    async def _load(self, row: WorkerSlot) -> None:
+        """Load the engine of a new worker; then it serves (waiters first) and is watched."""
+        await row.handle.start.remote()
         try:
-            gen = getattr(self.workers[pos], method).remote(req)
-            async for ref in gen:
-                chunk = await ref
-                if chunk.usage is not None:
-                    self.slots.table[pos].count_tokens(chunk.usage)
-                yield chunk
-            ok = True
-        except (asyncio.CancelledError, GeneratorExit):
-            if gen is not None:
-                ray.cancel(gen)
+            row.where = await row.handle.where.remote()
+        except Exception:  # noqa: BLE001 - only for stat
+            row.where = {}
+        if row.phase == STARTING:
+            row.phase = READY
+            row.idle_since = time.monotonic()
+            self._spawn(self._watch(row))
+            self.slots.wake()
+
+    async def _add_worker(self, restarts: int) -> None:
+        """Scale-up or replacement: a worker that fails to load counts as a death (backoff, budget)."""
+        row = self._create_worker(restarts)
+        try:
+            await self._load(row)
+        except Exception as exc:  # noqa: BLE001 - recorded; the control loop decides what next
+            self._worker_died(row, exc, loading=True)
+
+    async def _watch(self, row: WorkerSlot) -> None:
+        try:
+            await row.handle.watch.remote()
+        except asyncio.CancelledError:
             raise
-        except Exception as exc:
-            raise translate(exc) from None
-        finally:
-            self.slots.release(pos, time.perf_counter() - start, ok)
+        except Exception as exc:  # noqa: BLE001 - any failure of this call means the worker is gone
+            self._worker_died(row, exc)
+
+    def _worker_died(self, row: WorkerSlot, exc: BaseException, *, loading: bool = False) -> None:
+        """Take a dead worker out of the table at once; the control loop replaces it."""
+        if row.phase == DEAD:
+            return
+        was_draining = row.phase == DRAINING
+        row.phase = DEAD
+        before = self._live()
+        if row in self.slots.table:
+            self.slots.table.remove(row)
+        _kill(row.handle)
+        reason = translate(exc).message if not isinstance(exc, ByzerLikeError) else exc.message
+        what = "failed to load" if loading else "died"
+        self.last_error = f"worker-{row.index} {what}: {reason}"
+        logger.warning("%s: %s", self.spec.alias, self.last_error)
+        if not was_draining:
+            self.deaths.append(time.monotonic())
+            self.credits.append(row.restarts + 1)
+            self._event(before + 1, self._live(), self.last_error)
+        self.wakeup.set()
+
+    def _live(self) -> int:
+        return sum(1 for row in self.slots.table if row.phase in (STARTING, READY))
+
+    def _restart_budget_left(self, now: float) -> bool:
+        window = self.scaling.restart_window_s
+        while self.deaths and now - self.deaths[0] > window:
+            self.deaths.popleft()
+        return len(self.deaths) <= self.scaling.max_restarts
+
+    # -- the control loop ------------------------------------------------------------------------------------
+    def _start_loop(self) -> None:
+        if self.loop_task is None:
+            self.loop_task = asyncio.ensure_future(self._control_loop())
+        while self.unwatched:
+            self._spawn(self._watch(self.unwatched.pop()))
+
+    def _check_serving(self) -> None:
+        """Start supervising (a restarted router), and fail fast when the pool cannot serve at all."""
+        if self.loop_task is None or self.unwatched:
+            self._start_loop()
+        if self.degraded and self._live() == 0:
+            raise BackendUnavailableError(f"'{self.spec.alias}' is degraded and has no worker: {self.last_error}; "
+                                          f"`byzer-like scale {self.spec.alias} --workers N` tries again")
+
+    async def _control_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self.wakeup.wait(), TICK_S)
+            except asyncio.TimeoutError:
+                pass
+            self.wakeup.clear()
+            try:
+                now = time.monotonic()
+                if now >= self.next_health_at:
+                    self.next_health_at = now + self.scaling.health_check_period_s
+                    self._spawn(self._check_health_all())
+                self._finish_draining()
+                self._scale(now)
+            except Exception:  # noqa: BLE001 - the loop must outlive any one bad tick
+                logger.exception("control loop of %s", self.spec.alias)
+
+    def _scale(self, now: float) -> None:
+        rows = self.slots.table
+        sample = LoadSample(
+            workers=self._live(), ready=sum(1 for r in rows if r.phase == READY),
+            running=sum(r.running for r in rows), queued=len(self.slots.waiters),
+            idle_s=tuple((now - r.idle_since) if r.running == 0 else 0.0 for r in rows if r.phase == READY))
+        decision = decide(self.scaling, self.spec.worker_concurrency, self.spec.resources.num_workers, sample,
+                          self.scaler, now)
+        if decision is None or decision.desired == sample.workers:
+            if sample.workers and self.degraded and sample.ready:
+                self.degraded = False
+            return
+        if decision.desired > sample.workers:
+            self._grow(decision.desired - sample.workers, decision.reason, now)
+        else:
+            self._shrink(sample.workers - decision.desired, decision.reason)
+
+    def _grow(self, count: int, reason: str, now: float) -> None:
+        if self.credits:  # replacing dead workers: backoff and a budget per window
+            if not self._restart_budget_left(now):
+                if not self.degraded:
+                    self.degraded = True
+                    self._event(self._live(), self._live(), f"degraded: more than {self.scaling.max_restarts} "
+                                f"worker deaths within {self.scaling.restart_window_s:g}s; last: {self.last_error}")
+                    if self._live() == 0:
+                        self.slots.fail_waiters(f"'{self.spec.alias}' is degraded: {self.last_error}")
+                return
+            if now < self.next_start_at:
+                return
+            self.next_start_at = now + min(30.0, 0.5 * 2 ** max(0, len(self.deaths) - 1))
+        before = self._live()
+        for _ in range(count):
+            restarts = self.credits.popleft() if self.credits else 0
+            self.total_restarts += 1 if restarts else 0
+            self._spawn(self._add_worker(restarts))
+        self._event(before, before + count, reason)
+
+    def _shrink(self, count: int, reason: str) -> None:
+        """Drain ``count`` workers: the longest idle first, then the least busy."""
+        ready = [r for r in self.slots.table if r.phase == READY]
+        ready.sort(key=lambda r: (r.running, r.idle_since))
+        before = self._live()
+        for row in ready[:count]:
+            row.phase = DRAINING
+        self._event(before, self._live(), reason)
+        self._finish_draining()
+
+    def _finish_draining(self) -> None:
+        for row in [r for r in self.slots.table if r.phase == DRAINING and r.running == 0]:
+            self.slots.table.remove(row)
+            self._spawn(self._retire(row))
+
+    async def _retire(self, row: WorkerSlot) -> None:
+        try:
+            await asyncio.wait_for(row.handle.shutdown.remote(), 10.0)
+        except Exception:  # noqa: BLE001 - killed below either way
+            pass
+        _kill(row.handle)
+
+    async def _check_health_all(self) -> None:
+        rows = [r for r in self.slots.table if r.phase == READY]
+        results = await asyncio.gather(*(self._check_one(r) for r in rows), return_exceptions=True)
+        for row, result in zip(rows, results):
+            if isinstance(result, BaseException):
+                self._worker_died(row, result)
+
+    async def _check_one(self, row: WorkerSlot) -> None:
+        try:
+            await asyncio.wait_for(row.handle.check_health.remote(), self.scaling.health_check_timeout_s)
+        except asyncio.TimeoutError:
+            raise BackendUnavailableError(
+                f"health check did not answer within {self.scaling.health_check_timeout_s:g}s") from None
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _event(self, before: int, after: int, why: str) -> None:
+        logger.info("%s: workers %s -> %s (%s)", self.spec.alias, before, after, why)
+        self.events.append({"time": round(time.time(), 3), "from": before, "to": after, "why": why})
+
+    # -- manual scaling --------------------------------------------------------------------------------------
+    async def scale(self, workers: int) -> dict[str, Any]:
+        """Set the worker count now; bounds move when ``workers`` lies outside them (a fixed pool moves both).
+
+        Returns:
+            The new ``min_workers``/``max_workers`` and the count being moved to.
+        """
+        low, high = self.scaling.bounds(self.spec.resources.num_workers)
+        if low == high:
+            low = high = workers
+        low, high = min(low, workers), max(high, workers)
+        self.scaling = self.scaling.model_copy(update={"min_workers": low, "max_workers": high})
+        self.degraded = False
+        current = self._live()
+        self.scaler = ScalerState(last_up=time.monotonic())  # a manual change is not undone at once
+        self._start_loop()
+        if workers > current:
+            self.credits.clear()
+            self._grow(workers - current, f"scaled by hand to {workers}", time.monotonic())
+        elif workers < current:
+            self._shrink(current - workers, f"scaled by hand to {workers}")
+        return {"min_workers": low, "max_workers": high, "workers": workers}
 
     # -- introspection ---------------------------------------------------------------------------------------
     def stat(self) -> dict[str, Any]:
-        """Byzerllm's stat JSON plus queue length, running requests, errors and latency percentiles."""
+        """Byzerllm's stat JSON plus queue, running, errors, latency, phases, restarts and scaling events."""
         out = table_stat(self.slots.table, self.spec.worker_concurrency, len(self.slots.waiters))
-        out["alias"] = self.spec.alias
-        out["backend"] = self.spec.backend.registry_key
-        out["uptime_s"] = round(time.time() - self.created, 1)
+        low, high = self.scaling.bounds(self.spec.resources.num_workers)
+        out.update(alias=self.spec.alias, backend=self.spec.backend.registry_key,
+                   uptime_s=round(time.time() - self.created, 1), current_workers=self._live(),
+                   ready_workers=sum(1 for r in self.slots.table if r.phase == READY),
+                   min_workers=low, max_workers=high, retries=self.retries, total_restarts=self.total_restarts,
+                   status="degraded" if self.degraded else "ok", last_error=self.last_error,
+                   retry_after_s=self.slots.expected_wait(), events=list(self.events)[-20:])
         return out
 
     def get_spec(self) -> DeploySpec:
@@ -180,10 +461,23 @@ class Router:
         return self.spec
 
     async def check_health(self) -> list[str | None]:
-        """Per worker: None when healthy, else the error."""
-        results = await asyncio.gather(*(w.check_health.remote() for w in self.workers), return_exceptions=True)
-        return [None if r is None else (r.message if isinstance(r, ByzerLikeError) else translate(r).message)
-                for r in results]
+        """Per worker: None when healthy, else the error (a worker found dead is replaced)."""
+        rows = list(self.slots.table)
+        results = await asyncio.gather(*(self._check_one(r) for r in rows), return_exceptions=True)
+        out = []
+        for row, result in zip(rows, results):
+            if isinstance(result, WORKER_DIED):
+                self._worker_died(row, result)
+            out.append(None if result is None else (result.message if isinstance(result, ByzerLikeError)
+                                                    else translate(result).message))
+        return out
+
+
+def _kill(handle: Any) -> None:
+    try:
+        ray.kill(handle, no_restart=True)
+    except Exception:  # noqa: BLE001 - already gone
+        pass
 
 
 RouterActor = ray.remote(Router)

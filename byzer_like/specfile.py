@@ -33,7 +33,18 @@ _FLAG_FIELDS: dict[str, tuple[str | None, str]] = {
     "gpus_per_worker": ("resources", "gpus_per_worker"),
     "resources": ("resources", "custom_resources"),
     "max_queue": ("queue", "max_queue"),
+    "max_queue_size": ("queue", "max_queue"),
     "request_timeout": ("queue", "request_timeout_s"),
+    "min_workers": ("scaling", "min_workers"),
+    "max_workers": ("scaling", "max_workers"),
+    "scale_up_step": ("scaling", "scale_up_step"),
+    "max_idle_time": ("scaling", "max_idle_time_s"),
+    "target_ongoing_requests": ("scaling", "target_ongoing_requests"),
+    "upscale_delay": ("scaling", "upscale_delay_s"),
+    "downscale_delay": ("scaling", "downscale_delay_s"),
+    "max_retries": ("scaling", "max_retries"),
+    "health_check_period": ("scaling", "health_check_period_s"),
+    "max_restarts": ("scaling", "max_restarts"),
     "deploy_timeout": (None, "deploy_timeout_s"),
 }
 IGNORED_FLAGS = {"ray_address", "file", "command"}  # byzerllm YAML files may carry these
@@ -98,12 +109,16 @@ def spec_from_flags(flags: Mapping[str, Any], defaults: Mapping[str, Any] | None
     Raises:
         InvalidSpecError: naming the field at fault and what to do.
     """
-    merged = {**(defaults or {}), **{k: v for k, v in flags.items() if v is not None and v != ()}}
+    defaults = dict(defaults or {})
+    block = defaults.pop("autoscaling", None) or {}  # seed 003's knobs as a YAML block
+    if not isinstance(block, Mapping):
+        raise InvalidSpecError("'autoscaling' must be a mapping of min_workers, max_workers, ...", param="autoscaling")
+    merged = {**defaults, **block, **{k: v for k, v in flags.items() if v is not None and v != ()}}
     unknown = sorted(set(merged) - set(_FLAG_FIELDS) - IGNORED_FLAGS - {"infer_params"})
     if unknown:
         raise InvalidSpecError(f"unknown setting '{unknown[0]}'; known: {', '.join(sorted(_FLAG_FIELDS))}, "
                                "infer_params", param=unknown[0])
-    data: dict[str, Any] = {"backend": {}, "resources": {}, "queue": {}}
+    data: dict[str, Any] = {"backend": {}, "resources": {}, "queue": {}, "scaling": {}}
     for flag, value in merged.items():
         if flag in _FLAG_FIELDS:
             section, name = _FLAG_FIELDS[flag]
@@ -131,7 +146,8 @@ def validate_spec(data: Mapping[str, Any]) -> DeploySpec:
 
 def _flag_name(loc: list[str]) -> str:
     """The user's name for a spec location: ``resources.num_workers`` -> ``--num_workers``."""
-    reverse = {(s, f): flag for flag, (s, f) in _FLAG_FIELDS.items() if flag != "alias"}
+    reverse = {(s, f): flag for flag, (s, f) in reversed(_FLAG_FIELDS.items()) if flag != "alias"}
+    reverse[("queue", "max_queue")] = "max_queue"
     if len(loc) >= 2 and (loc[0], loc[1]) in reverse:
         return "--" + reverse[(loc[0], loc[1])]
     if len(loc) == 1 and (None, loc[0]) in reverse:
@@ -185,7 +201,7 @@ def load_spec_file(path: str | Path, environ: Mapping[str, str]) -> dict[str, An
 
 def spec_from_mapping(data: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> DeploySpec:
     """A spec from a YAML mapping: the native nested form (has ``backend``/``resources``) or byzerllm flags."""
-    if any(key in data for key in ("backend", "resources", "queue")):
+    if any(key in data for key in ("backend", "resources", "queue", "scaling")):
         merged = dict(data)
         if overrides and overrides.get("model"):
             merged["alias"] = overrides["model"]

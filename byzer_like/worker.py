@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, AsyncIterator
 
@@ -104,6 +105,18 @@ class Worker:
     def describe(self) -> dict[str, Any]:
         """Facts about the engine for ``stat``."""
         return self.backend.describe()
+
+    def where(self) -> dict[str, Any]:
+        """This worker's process and Ray node (for ``stat``)."""
+        import os
+
+        import ray
+
+        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
+
+    async def watch(self) -> None:
+        """Never returns: the router keeps one call open per worker, which fails the moment the worker dies."""
+        await asyncio.Event().wait()
 
 
 async def _guard(awaitable: Any) -> Any:

@@ -102,7 +102,18 @@ def apply_saas_flags(preset: str | None, flags: dict[str, Any]) -> dict[str, Any
 @_flag("--infer_params", multiple=True, metavar="K=V ...", help="Engine/provider options, byzerllm style.")
 @_flag("--resources", multiple=True, metavar="NAME=N", help="Custom Ray resources per worker.")
 @_flag("--max_queue", type=int, help="Requests that may wait when all slots are busy [256].")
+@_flag("--max_queue_size", type=int, help="Same as --max_queue (seed 003's name).")
 @_flag("--request_timeout", type=float, help="Longest wait in the queue, seconds [600].")
+@_flag("--min_workers", type=int, help="Autoscaling: fewest workers; 0 = scale to zero when idle [num_workers].")
+@_flag("--max_workers", type=int, help="Autoscaling: most workers [num_workers].")
+@_flag("--scale_up_step", type=int, help="Autoscaling: workers added at once [1].")
+@_flag("--max_idle_time", type=float, help="Autoscaling: seconds idle before a worker is removed [300].")
+@_flag("--target_ongoing_requests", type=float, help="Autoscaling: running+queued per worker [worker_concurrency].")
+@_flag("--upscale_delay", type=float, help="Autoscaling: seconds of high load before adding [0].")
+@_flag("--downscale_delay", type=float, help="Autoscaling: seconds after a scale-up before removing [0].")
+@_flag("--max_retries", type=int, help="Retries of a request whose worker died [2].")
+@_flag("--health_check_period", type=float, help="Seconds between worker health checks [5].")
+@_flag("--max_restarts", type=int, help="Worker replacements per 5 minutes before the alias is degraded [5].")
 @_flag("--deploy_timeout", type=float, help="Longest wait for the workers to load, seconds [900].")
 @_flag("--file", "-f", type=click.Path(dir_okay=False), help="YAML spec (flag names as keys; ENV {{VAR}} refs).")
 @click.option("--replace", is_flag=True, help="Replace an existing deployment of the same alias.")
@@ -133,7 +144,7 @@ def deploy(preset: str | None, file: str | None, replace: bool, ray_address: str
     start = time.perf_counter()
     done = deploy_spec(spec, replace=replace)
     res = done.resources
-    click.echo(f"Deployed '{done.alias}' ({done.backend.registry_key}): {res.num_workers} workers x "
+    click.echo(f"Deployed '{done.alias}' ({done.backend.registry_key}): {done.initial_workers} workers x "
                f"{done.worker_concurrency} slots, {res.cpus_per_worker:g} CPU / {res.gpus_per_worker:g} GPU each, "
                f"in {time.perf_counter() - start:.1f}s.")
 
@@ -173,4 +184,18 @@ def list_cmd(as_json: bool, ray_address: str) -> None:
                    f"{row['model_path'] or ''}")
 
 
-COMMANDS = [deploy, undeploy, list_cmd, presets]
+@click.command()
+@click.argument("alias")
+@click.option("--workers", type=click.IntRange(0, 1024), required=True, help="The worker count to move to now.")
+@ray_address_option
+def scale(alias: str, workers: int, ray_address: str) -> None:
+    """Scale ALIAS to N workers now (min/max workers move when N lies outside them)."""
+    from byzer_like.pool import scale as scale_alias
+
+    connect_cli(ray_address)
+    done = scale_alias(alias, workers)
+    click.echo(f"Scaling '{alias}' to {workers} workers (min {done['min_workers']}, max {done['max_workers']}); "
+               f"`byzer-like stat {alias}` shows the workers")
+
+
+COMMANDS = [deploy, undeploy, list_cmd, presets, scale]

@@ -16,15 +16,23 @@ def render_table(stat: dict[str, Any]) -> str:
     head = (f"{stat['alias']} ({stat['backend']}): {stat['total_workers']} workers, {stat['busy_workers']} busy, "
             f"{stat['idle_workers']} idle; {stat['worker_max_concurrency']} slots each; "
             f"queue {stat['queue_length']}; strategy {stat['load_balance_strategy']}")
-    lines = [head, f"{'WORKER':>6} {'FREE':>5} {'RUNNING':>8} {'REQUESTS':>9} {'ERRORS':>7} {'LAST WORK':>10} "
-                   f"{'P50 MS':>8} {'P90 MS':>8} {'P99 MS':>8} {'TOKENS':>8} {'TOK/S':>7}  HEALTHY"]
+    pool = (f"pool {stat['status']}: {stat['current_workers']} workers (min {stat['min_workers']}, max "
+            f"{stat['max_workers']}); {stat['retries']} retries, {stat['total_restarts']} restarts"
+            + (f"; last error: {stat['last_error']}" if stat.get("last_error") else ""))
+    lines = [head, pool, f"{'WORKER':>6} {'PHASE':>8} {'FREE':>5} {'RUNNING':>8} {'REQUESTS':>9} {'ERRORS':>7} "
+                         f"{'LAST WORK':>10} {'P50 MS':>8} {'P90 MS':>8} {'P99 MS':>8} {'TOKENS':>8} {'TOK/S':>7} "
+                         f"{'RESTARTS':>8}  HEALTHY"]
     for i in range(stat["total_workers"]):
         lat = stat["latency_ms"][i]
         cells = [_ms(lat["p50"]), _ms(lat["p90"]), _ms(lat["p99"])]
-        lines.append(f"{i:>6} {stat['state'][i]:>5} {stat['running_requests'][i]:>8} {stat['total_requests'][i]:>9} "
+        lines.append(f"{stat['worker_index'][i]:>6} {stat['phase'][i]:>8} {stat['state'][i]:>5} "
+                     f"{stat['running_requests'][i]:>8} {stat['total_requests'][i]:>9} "
                      f"{stat['errors'][i]:>7} {stat['workers_last_work_time'][i]:>10} "
                      f"{cells[0]:>8} {cells[1]:>8} {cells[2]:>8} {stat['completion_tokens'][i]:>8} "
-                     f"{stat['tokens_per_s'][i]:>7}  {'yes' if stat['healthy'][i] else 'NO'}")
+                     f"{stat['tokens_per_s'][i]:>7} {stat['restarts'][i]:>8}  {'yes' if stat['healthy'][i] else 'NO'}")
+    for event in stat.get("events", [])[-3:]:
+        when = time.strftime("%H:%M:%S", time.localtime(event["time"]))
+        lines.append(f"  {when} workers {event['from']} -> {event['to']}: {event['why']}")
     return "\n".join(lines)
 
 
