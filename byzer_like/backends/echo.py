@@ -2,7 +2,8 @@
 
 It serves plumbing tests and the router benchmark (``custom/echo``): everything above the backend — router, queue,
 stat, client, CLI, gateway — runs for real, with no model cost. Its options can add per-token delay or inject
-failures, so fault paths are testable without a real engine failing on cue.
+failures, so fault paths are testable without a real engine failing on cue, and ``echo_params`` makes it answer
+with the sampling parameters it received, so a test can see exactly what reached the engine.
 
 Example:
     byzer-like deploy --pretrained_model_type custom/echo --model echo --infer_params token_delay_s=0.01
@@ -11,13 +12,22 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import AsyncIterator, ClassVar
 
 from pydantic import Field
 
 from byzer_like.backends.base import Backend, EngineOptions
 from byzer_like.errors import BackendError, ModelLoadError
-from byzer_like.protocol import ChatRequest, Chunk, CompletionRequest, EmbeddingRequest, EmbeddingResponse, Usage
+from byzer_like.protocol import (
+    ChatRequest,
+    Chunk,
+    CompletionRequest,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    SamplingParams,
+    Usage,
+)
 
 
 class EchoOptions(EngineOptions):
@@ -26,6 +36,8 @@ class EchoOptions(EngineOptions):
     token_delay_s: float = Field(default=0.0, ge=0, description="Sleep before each streamed word.")
     load_error: str | None = Field(default=None, description="If set, start() fails with this message.")
     fail_marker: str | None = Field(default=None, description="A request containing this text fails mid-stream.")
+    echo_params: bool = Field(default=False, description="Answer with the JSON of the sampling parameters the "
+                              "request carried (those set, sorted by name) instead of echoing its text.")
 
 
 class EchoBackend(Backend):
@@ -46,13 +58,15 @@ class EchoBackend(Backend):
     async def chat(self, req: ChatRequest) -> AsyncIterator[Chunk]:
         """Echo the last message's text."""
         self.check_params(req)
-        async for chunk in self._echo(req.messages[-1].text(), req.max_tokens):
+        text = self._params_json(req) if self.options.echo_params else None
+        async for chunk in self._echo(req.messages[-1].text(), req.max_tokens, whole=text):
             yield chunk
 
     async def complete(self, req: CompletionRequest) -> AsyncIterator[Chunk]:
         """Echo the prompt."""
         self.check_params(req)
-        async for chunk in self._echo(req.prompt, req.max_tokens):
+        text = self._params_json(req) if self.options.echo_params else None
+        async for chunk in self._echo(req.prompt, req.max_tokens, whole=text):
             yield chunk
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
@@ -61,7 +75,16 @@ class EchoBackend(Backend):
                    for t in req.input]
         return EmbeddingResponse(embeddings=vectors, usage=Usage(prompt_tokens=sum(len(t.split()) for t in req.input)))
 
-    async def _echo(self, text: str, max_tokens: int | None) -> AsyncIterator[Chunk]:
+    @staticmethod
+    def _params_json(req: SamplingParams) -> str:
+        """The sampling parameters ``req`` carries (the fields set, by name) as JSON."""
+        return json.dumps({name: getattr(req, name) for name in sorted(req.set_params())}, sort_keys=True)
+
+    async def _echo(self, text: str, max_tokens: int | None, whole: str | None = None) -> AsyncIterator[Chunk]:
+        if whole is not None:  # echo_params: the answer is one piece, whatever max_tokens says
+            yield Chunk(text=whole)
+            yield Chunk(finish_reason="stop", usage=Usage(prompt_tokens=len(text.split(" ")), completion_tokens=1))
+            return
         words = text.split(" ")
         limit = len(words) if max_tokens is None else min(max_tokens, len(words))
         marker = self.options.fail_marker

@@ -82,9 +82,14 @@ def test_embeddings_through_gateway(oai):
 
 def test_upstream_429_is_retried_and_the_caller_gets_the_answer(oai, upstream):
     upstream.add_fault(status=429, headers={"Retry-After": "0.2"})
+    start = time.monotonic()
     resp = oai.chat.completions.create(model="gw_saas", messages=[{"role": "user", "content": "again"}])
+    elapsed = time.monotonic() - start
     assert resp.choices[0].message.content == "echo: again"
-    assert upstream.hits >= 2
+    assert [row.status for row in upstream.received] == [429, None]
+    # Retry-After was honoured: the retry came no sooner than 0.2 s after the 429 (our own backoff is <= 0.05 s)
+    assert upstream.retry_gap(429) >= 0.2 * 0.9
+    assert elapsed >= 0.2 * 0.9
 
 
 def test_upstream_failure_is_a_clean_openai_error(oai, upstream):

@@ -50,19 +50,53 @@ def test_seed_command_line_deploy_stat_chat_undeploy(cli, smollm2_path):
 
 
 def test_byzerllm_infer_params_list_and_file(cli, tmp_path):
+    import time
+
+    from ray.util.state import list_actors
+
+    from byzer_like._ray import NAMESPACE, named_actors
+
+    def listed():
+        proc = cli("list", "--json")
+        assert proc.returncode == 0, proc.stderr
+        return [row["alias"] for row in json.loads(proc.stdout)]
+
+    def actors_of(alias):
+        """Named actors of ``alias`` (its router and ``alias/worker-*``) still registered or ALIVE in Ray."""
+        mine = lambda name: name == alias or name.startswith(alias + "/")  # noqa: E731
+        alive = [a.name for a in list_actors(filters=[("state", "=", "ALIVE")], limit=10_000)
+                 if a.name and a.ray_namespace == NAMESPACE]
+        return sorted({n for n in named_actors() + alive if mine(n)})
+
+    def assert_gone(alias):
+        deadline, left = time.monotonic() + 30, actors_of(alias)
+        while left and time.monotonic() < deadline:
+            time.sleep(0.5)
+            left = actors_of(alias)
+        assert not left, f"undeploy left actors of {alias} behind: {left}"
+        assert alias not in listed()
+
     spec = tmp_path / "echo.yaml"
     spec.write_text("model: cli_echo\npretrained_model_type: custom/echo\nnum_workers: 2\n"
                     "infer_params:\n  fail_marker: ENV {{MARKER}}\n")
     proc = cli("deploy", "--file", str(spec), "--worker_concurrency", "5", env={"MARKER": "zzz"})
     assert proc.returncode == 0, proc.stderr
     assert "2 workers x 5 slots" in proc.stdout
-    cli("undeploy", "cli_echo")
+    assert actors_of("cli_echo") == ["cli_echo", "cli_echo/worker-0", "cli_echo/worker-1"]
+    assert "cli_echo" in listed()
+    undeploy = cli("undeploy", "cli_echo")  # graceful: the router shuts its workers down, then all are removed
+    assert undeploy.returncode == 0, undeploy.stderr
+    assert_gone("cli_echo")
     proc = cli("deploy", "--pretrained_model_type", "custom/echo", "--infer_params", "token_delay_s=0",
                "fail_marker=qq", "--model", "cli_echo2", "--num_workers", "1")
     assert proc.returncode == 0, proc.stderr
+    assert actors_of("cli_echo2") == ["cli_echo2", "cli_echo2/worker-0"]
     chat = cli("chat", "cli_echo2", "one qq three")
     assert chat.returncode == 1 and "failed on purpose" in one_line_error(chat)
-    assert cli("undeploy", "cli_echo2", "--force").returncode == 0
+    undeploy = cli("undeploy", "cli_echo2", "--force")
+    assert undeploy.returncode == 0, undeploy.stderr
+    assert_gone("cli_echo2")
+    assert not [n for n in named_actors() if n.startswith("cli_echo")]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -111,14 +111,29 @@ async def test_completion_echo_and_max_tokens(echo_aliases):
     assert choice["text"] == "a b c da b" and choice["finish_reason"] == "length"
 
 
-async def test_seed_extended_request_neutral_values_accepted(echo_aliases):
+async def test_seed_extended_request_neutral_values_accepted(echo_aliases, deployed):
+    # an echo alias that answers with the sampling parameters its engine received (the request as the worker saw it)
+    deployed(DeploySpec(alias="gw_params", backend=BackendSpec(model_type="custom/echo",
+                                                               engine_kwargs={"echo_params": True})))
     seed = {**CHAT, "n": 1, "best_of": 1, "ignore_eos": False, "use_beam_search": False, "skip_special_tokens": True,
             "spaces_between_special_tokens": True, "add_generation_prompt": True, "echo": False,
             "include_stop_str_in_output": False, "length_penalty": 1.0, "logit_bias": {}, "user": "user123",
             "conversation_id": 42, "top_k": 50, "temperature": 0.9, "top_p": 0.95, "max_tokens": 64}
     async with _client() as c:
         resp = await c.post("/v1/chat/completions", json=seed)
+        seen = await c.post("/v1/chat/completions", json={**seed, "model": "gw_params"})
+        streamed = await c.post("/v1/chat/completions", json={**seed, "model": "gw_params", "stream": True})
     assert resp.status_code == 200, resp.text
+    assert resp.json()["choices"][0]["message"]["content"] == "one two three"  # the answer is the usual one
+    # the sampling fields reach the engine unchanged; the neutral ones ask for nothing, so none of them arrives
+    # (ignore_eos=False is not forwarded as a setting, user/conversation_id stay in the gateway)
+    expected = {"max_tokens": 64, "temperature": 0.9, "top_k": 50, "top_p": 0.95}
+    assert seen.status_code == 200, seen.text
+    assert json.loads(seen.json()["choices"][0]["message"]["content"]) == expected
+    assert streamed.status_code == 200, streamed.text
+    events = [json.loads(e) for e in _sse(streamed.text) if e != "[DONE]"]
+    assert json.loads("".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])) \
+        == expected
 
 
 @pytest.mark.parametrize("field,value", [("min_p", 0.05), ("repetition_penalty", 1.1), ("use_beam_search", True),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import httpx2
 import openai
@@ -114,10 +115,16 @@ def test_client_transcribe_speech_and_images(aliases, up, tmp_path):
 
 @pytest.mark.anyio
 async def test_async_client_and_retry_after_429(aliases, up):
-    up.add_fault(status=429, headers={"Retry-After": "0.2"})
+    # the seed line keeps the default backoff (first retry within 0.5 s): a longer Retry-After tells them apart
+    up.add_fault(status=429, headers={"Retry-After": "1"})
+    start = time.monotonic()
     spoken = await AsyncClient("openai_tts").speech("again", response_format="wav")
+    elapsed = time.monotonic() - start
     assert spoken.audio == b"ID3again"
-    assert up.hits >= 2 and up.received[-1].body["response_format"] == "wav"
+    assert [row.status for row in up.received] == [429, None] and up.received[-1].body["response_format"] == "wav"
+    # Retry-After was honoured: the retry came no sooner than 1 s after the 429 (our own backoff is <= 0.5 s)
+    assert up.retry_gap(429) >= 1.0 * 0.9
+    assert elapsed >= 1.0 * 0.9
     images = await AsyncClient("openai_image_gen").generate_image("x", n=1)
     assert images.data[0].b64_json
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
+import time
 from pathlib import Path
 
 import pytest
 
 from byzer_like import AuthenticationError, Client, DeploySpec, RequestTimeoutError, UnsupportedError, UpstreamError
+from byzer_like._ray import named_actors
 from byzer_like.spec import BackendSpec, ResourceSpec
 from tests.upstreams.openai_server import OpenAIUpstream
 
@@ -82,9 +83,14 @@ def test_429_with_retry_after_then_success(deployed, up):
     deployed(openai_spec("oa_429", up))
     up.add_fault(status=429, headers={"Retry-After": "0.3"})
     up.add_fault(status=503)
+    start = time.monotonic()
     answer = Client("oa_429").chat("still there")
+    elapsed = time.monotonic() - start
     assert answer.text == "echo: still there"
-    assert up.hits >= 3
+    assert [row.status for row in up.received] == [429, 503, None]  # retried past both, then answered
+    # Retry-After was honoured: the retry came no sooner than 0.3 s after the 429 (our own backoff is <= 0.05 s)
+    assert up.retry_gap(429) >= 0.3 * 0.9
+    assert elapsed >= 0.3 * 0.9
 
 
 def test_401_is_a_clear_authentication_error(deployed, up):
@@ -180,9 +186,17 @@ def test_preset_with_token_env_and_token_file(cli, up, tmp_path: Path):
 def test_bad_option_names_the_param(cli, up):
     result = cli("deploy", "--pretrained_model_type", "saas/openai", "--model", "oa_bad",
                  "--infer_params", "saas.model=gpt-4o", "saas.temprature=1", f"saas.api_key={KEY}")
-    assert result.returncode == 2
-    assert "temprature" in result.stderr and KEY not in result.stderr + result.stdout
-    assert os.environ.get("RAY_ADDRESS")
+    assert result.returncode == 2, result.stdout + result.stderr  # a usage error, not a crash or a load failure
+    err = result.stderr.strip()
+    assert "Traceback" not in result.stderr and len(err.splitlines()) == 1, result.stderr
+    assert err.startswith("Error: infer_params 'temprature' is not an option of the saas/openai backend")
+    assert "its options:" in err and "base_url" in err and "model" in err  # says what would have been accepted
+    assert KEY not in result.stderr + result.stdout
+    # nothing was deployed, and the upstream never heard of it
+    assert not [name for name in named_actors() if name.startswith("oa_bad")]
+    listed = cli("list", "--json")
+    assert listed.returncode == 0 and "oa_bad" not in [row["alias"] for row in json.loads(listed.stdout)]
+    assert up.received == []
 
 
 def test_azure_openai_seed_command_line(cli, up):

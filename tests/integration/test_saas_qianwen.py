@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from byzer_like import AuthenticationError, Client, DeploySpec, UpstreamError
@@ -32,7 +34,13 @@ def test_chat_stream_embed_vl_and_faults(deployed, up):
     assert up.received[-1].headers["X-DashScope-SSE"] == "enable"
     assert [c.text for c in client.stream("a b") if c.text] == ["echo:", " a", " b"]
     up.add_fault(status=429, headers={"Retry-After": "0.1"})
+    start = time.monotonic()
     assert client.chat("again").text == "echo: again"
+    elapsed = time.monotonic() - start
+    assert [row.status for row in up.received[-2:]] == [429, None]
+    # Retry-After was honoured: the retry came no sooner than 0.1 s after the 429 (our first backoff is <= 0.05 s)
+    assert up.retry_gap(429) >= 0.1 * 0.9
+    assert elapsed >= 0.1 * 0.9
     up.add_fault(cut_after=1)
     with pytest.raises(UpstreamError, match="incomplete"):
         client.chat("a b c")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
@@ -35,11 +36,18 @@ class Fault:
 
 @dataclass
 class Received:
-    """A request the upstream received."""
+    """A request the upstream received.
+
+    Args:
+        at: ``time.monotonic()`` when it arrived (the server runs in the test's process: the clocks compare).
+        status: The error status a scripted fault answered it with; None for a real answer.
+    """
 
     path: str
     headers: dict[str, str]
     body: Any
+    at: float = field(default_factory=time.monotonic)
+    status: int | None = None
 
 
 class UpstreamServer:
@@ -81,18 +89,30 @@ class UpstreamServer:
     async def admit(self, request: web.Request) -> tuple[web.Response | None, Fault | None, Any]:
         """Record the request, check the key, play the next fault. Returns (early response, fault, body)."""
         self.hits += 1
+        arrived = time.monotonic()
         raw = await request.read()
         body = json.loads(raw) if raw and raw[:1] in (b"{", b"[") else raw
-        self.received.append(Received(request.path, dict(request.headers), body))
+        record = Received(request.path, dict(request.headers), body, at=arrived)
+        self.received.append(record)
         if not self.authorized(request):
+            record.status = 401
             return self.error_response(401, "Incorrect API key provided: the key is not valid."), None, body
         fault = self.faults.popleft() if self.faults else None
         if fault and fault.delay_s:
             await asyncio.sleep(fault.delay_s)
         if fault and fault.status:
+            record.status = fault.status
             message = "Rate limit reached; please retry" if fault.status == 429 else "upstream failure"
             return self.error_response(fault.status, message, fault.headers, fault.body), fault, body
         return None, fault, body
+
+    def retry_gap(self, status: int = 429) -> float:
+        """Seconds from the arrival of the last request answered with ``status`` to the next one on its path
+        (the client's retry of it)."""
+        rows = list(self.received)
+        last = max(i for i, row in enumerate(rows) if row.status == status)
+        retry = next(row for row in rows[last + 1:] if row.path == rows[last].path)
+        return retry.at - rows[last].at
 
     def add_fault(self, **kwargs: Any) -> None:
         """Script a fault for the next request (see :class:`Fault`)."""
