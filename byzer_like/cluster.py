@@ -66,8 +66,8 @@ def _init(address: str) -> ClusterInfo:
     if _token_auth_on() and not _token_available():
         raise ClusterError(f"the Ray cluster at '{address}' needs its authentication token and this machine has "
                            f"none; copy the cluster's token (`ray get-auth-token` on its head node) to "
-                           f"{auth_token_path()} or set RAY_AUTH_TOKEN_PATH to a file holding it (RAY_AUTH_MODE=disabled "
-                           "if that cluster runs without authentication)")
+                           f"{auth_token_path()} or set RAY_AUTH_TOKEN_PATH to a file holding it "
+                           "(RAY_AUTH_MODE=disabled if that cluster runs without authentication)")
     _enable_token_auth_if_available()
     try:
         ctx = ray.init(address=address, namespace=NAMESPACE, logging_level=logging.ERROR, log_to_driver=False)
@@ -109,7 +109,8 @@ def connect(address: str | None = "auto", *, start: bool = True, say: Callable[[
             raise ClusterError("no Ray cluster is running; `byzer-like deploy` starts one, or set RAY_ADDRESS "
                                "/ --ray_address to an existing cluster")
         if (created := ensure_auth_token()) and say:
-            say(f"Created Ray's authentication token at {created} (the embedded cluster requires it; keep it private).")
+            say(f"Created Ray's authentication token at {created} "
+                "(the embedded cluster requires it; keep it private).")
         start_local_head()
         info = _init("auto")
         if say:

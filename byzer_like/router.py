@@ -1,5 +1,4 @@
-"""The router actor: one per alias, named by the alias. Owns the worker table, picks workers by LRU, queues, heals
-and scales the pool.
+"""The router actor: one per alias, named by the alias; owns the worker table, routes, queues, heals and scales.
 
 The router holds no lock while waiting: a request that finds every slot taken parks a future in a bounded FIFO
 queue, and the release path hands the freed slot straight to the oldest waiter. A slot is returned however the
@@ -21,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import deque
@@ -80,6 +80,8 @@ class Router:
         self.degraded = False
         self.scaler = ScalerState()
         self.next_start_at = 0.0  # backoff: no new worker before this monotonic time
+        self.next_capacity_check = 0.0
+        self.capacity_ok = True
         self.next_health_at = time.monotonic() + self.scaling.health_check_period_s
         self.wakeup = asyncio.Event()
         self.loop_task: asyncio.Task | None = None
@@ -356,6 +358,8 @@ class Router:
             self._shrink(sample.workers - decision.desired, decision.reason)
 
     def _grow(self, count: int, reason: str, now: float) -> None:
+        if not self._capacity_exists(now):
+            return
         if self.credits:  # replacing dead workers: backoff and a budget per window
             if not self._restart_budget_left(now):
                 if not self.degraded:
@@ -374,6 +378,33 @@ class Router:
             self.total_restarts += 1 if restarts else 0
             self._spawn(self._add_worker(restarts))
         self._event(before, before + count, reason)
+
+    def _capacity_exists(self, now: float) -> bool:
+        """Whether some live node could hold one more worker at all (its totals, not what is free right now).
+
+        When none can (the node offering a custom resource was lost), the alias is ``degraded`` with the command
+        that fixes it, and heals by itself once such a node joins (checked every 2 s).
+        """
+        if now < self.next_capacity_check:
+            return self.capacity_ok
+        self.next_capacity_check = now + 2.0
+        res = self.spec.resources
+        need = {"CPU": res.cpus_per_worker or 0, "GPU": res.gpus_per_worker, **res.custom_resources}
+        need = {k: v for k, v in need.items() if v > 0}
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        ok = any(all(have.get(k, 0.0) >= v for k, v in need.items()) for have in nodes)
+        if not ok and self.capacity_ok:
+            wanted = ", ".join(f"{k}={v:g}" for k, v in need.items())
+            custom = {k: v for k, v in need.items() if k not in ("CPU", "GPU")}
+            fix = f" --resources '{json.dumps(custom)}'" if custom else f" --num-cpus {max(1, int(need.get('CPU', 1)))}"
+            self.last_error = (f"no node of the cluster offers what a worker needs ({wanted}); add one: "
+                               f"`ray start --address {ray.get_runtime_context().gcs_address}{fix}`")
+            self.degraded = True
+            self._event(self._live(), self._live(), f"degraded: {self.last_error}")
+            if self._live() == 0:
+                self.slots.fail_waiters(f"'{self.spec.alias}' is degraded: {self.last_error}")
+        self.capacity_ok = ok
+        return ok
 
     def _shrink(self, count: int, reason: str) -> None:
         """Drain ``count`` workers: the longest idle first, then the least busy."""
@@ -400,7 +431,7 @@ class Router:
     async def _check_health_all(self) -> None:
         rows = [r for r in self.slots.table if r.phase == READY]
         results = await asyncio.gather(*(self._check_one(r) for r in rows), return_exceptions=True)
-        for row, result in zip(rows, results):
+        for row, result in zip(rows, results, strict=True):
             if isinstance(result, BaseException):
                 self._worker_died(row, result)
 
@@ -465,7 +496,7 @@ class Router:
         rows = list(self.slots.table)
         results = await asyncio.gather(*(self._check_one(r) for r in rows), return_exceptions=True)
         out = []
-        for row, result in zip(rows, results):
+        for row, result in zip(rows, results, strict=True):
             if isinstance(result, WORKER_DIED):
                 self._worker_died(row, result)
             out.append(None if result is None else (result.message if isinstance(result, ByzerLikeError)

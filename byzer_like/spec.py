@@ -148,8 +148,10 @@ class DeploySpec(BaseModel):
 
     @property
     def initial_workers(self) -> int:
-        """Workers deploy starts: ``num_workers`` brought within ``min_workers``..``max_workers`` (at least 1, so a
-        deploy proves the model loads; a scale-to-zero alias drops it after ``max_idle_time``)."""
+        """Workers a deploy starts: ``num_workers`` brought within ``min_workers``..``max_workers``.
+
+        At least 1, so a deploy proves the model loads; a scale-to-zero alias drops it after ``max_idle_time``.
+        """
         low, high = self.scaling.bounds(self.resources.num_workers)
         return max(1, min(max(self.resources.num_workers, low), high))
 

@@ -222,3 +222,22 @@ def test_serve_on_another_port_moves_the_gateway_and_says_so(gateway):
     same = run_cli("serve", "--port", str(old_port), "--api-key-env", "E2E_GW_KEYS",
                    env={"E2E_GW_KEYS": f"{KEY} limited=e2e_echo"})
     assert same.returncode == 0 and "moved" not in same.stdout  # same address: an update in place
+
+
+def test_scaled_to_zero_alias_answers_after_a_cold_start(gateway, oai):
+    from byzer_like.pool import deploy, undeploy
+
+    deploy(DeploySpec.model_validate({"alias": "e2e_zero", "backend": {"model_type": "custom/echo"},
+                                      "scaling": {"min_workers": 0, "max_workers": 1, "max_idle_time_s": 1.0}}),
+           replace=True)
+    try:
+        stat = Client("e2e_zero").stat
+        deadline = time.monotonic() + 20
+        while stat()["total_workers"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert stat()["total_workers"] == 0
+        resp = oai.chat.completions.create(model="e2e_zero", messages=[{"role": "user", "content": "cold"}])
+        assert resp.choices[0].message.content == "cold"
+        assert any("cold start" in e["why"] for e in stat()["events"])
+    finally:
+        undeploy("e2e_zero", force=True)

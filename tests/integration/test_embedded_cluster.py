@@ -8,10 +8,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, processes_mentioning
 
 pytestmark = pytest.mark.slow
 
@@ -21,15 +20,6 @@ def cli(*args, env):
                           timeout=300, env=env, cwd=ROOT)
 
 
-def processes_mentioning(text):
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if text in " ".join(proc.info["cmdline"] or []):
-                found.append(proc.pid)
-        except psutil.Error:
-            continue
-    return found
 
 
 def test_auto_starts_embedded_cluster_and_stop_removes_only_it(ray_cluster):
@@ -49,7 +39,7 @@ def test_auto_starts_embedded_cluster_and_stop_removes_only_it(ray_cluster):
         assert token_file.stat().st_mode & 0o077 == 0  # private to its owner
         token = token_file.read_text().strip()
         assert token and token not in deployed.stdout + deployed.stderr  # said where, never what
-        assert f"Started a local Ray cluster at" in deployed.stderr and f":{port}" in deployed.stderr
+        assert "Started a local Ray cluster at" in deployed.stderr and f":{port}" in deployed.stderr
         assert "dashboard: http://127.0.0.1:" in deployed.stderr
         status = json.loads(cli("cluster", "status", "--json", env=env).stdout)
         assert status["address"].endswith(f":{port}") and status["deployments"] == ["emb_echo"]

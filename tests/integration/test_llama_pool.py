@@ -14,6 +14,7 @@ from byzer_like.errors import InvalidRequestError, ModelLoadError
 from byzer_like.pool import deploy, list_aliases, undeploy
 from byzer_like._ray import named_actors
 from direct_engines import QUESTION, cut_at, llama_chat, stop_word
+from conftest import wait_for
 
 PARIS_Q = QUESTION
 
@@ -21,15 +22,6 @@ PARIS_Q = QUESTION
 def smol_spec(alias, **resources):
     return DeploySpec.model_validate({"alias": alias, "backend": {"infer_backend": "llama_cpp"},
                                       "resources": {"num_workers": 2, "cpus_per_worker": 1, **resources}})
-
-
-def wait_for(predicate, timeout=30.0, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def alive_actors_named(prefix):

@@ -12,21 +12,13 @@ import pytest
 from byzer_like import AsyncClient, Client, DeploySpec
 from byzer_like.errors import BackendUnavailableError, ByzerLikeError
 from byzer_like.pool import scale
+from conftest import wait_for
 
 
 def echo_spec(alias, *, workers=2, concurrency=1, scaling=None, **options):
     return DeploySpec.model_validate({
         "alias": alias, "backend": {"model_type": "custom/echo", "engine_kwargs": options},
         "resources": {"num_workers": workers, "worker_concurrency": concurrency}, "scaling": scaling or {}})
-
-
-def wait_for(predicate, timeout=30.0, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def kill9(client, row=0):
@@ -190,3 +182,36 @@ def test_restart_storm_is_bounded_then_degraded(deployed):
     assert time.monotonic() - start < 5  # fails fast, never waits for a worker that will not come
     scale("life_storm", 1)  # a person tries again
     assert client.chat("back").text == "back"
+
+
+def test_llama_worker_killed_during_streaming_chats(deployed):
+    deployed(DeploySpec.model_validate({"alias": "life_llama", "backend": {"infer_backend": "llama_cpp"},
+                                        "resources": {"num_workers": 2, "cpus_per_worker": 1}}))
+    client = Client("life_llama")
+
+    async def main():
+        aclient = AsyncClient("life_llama")
+        started = asyncio.Event()
+
+        async def one(i):
+            texts = []
+            try:
+                async for chunk in aclient.stream(f"Tell me a long story about a dragon number {i}.", max_tokens=120,
+                                                  temperature=0):
+                    texts.append(chunk.text)
+                    started.set()
+                return "ok", "".join(texts)
+            except BackendUnavailableError as exc:
+                return ("cut" if texts else "failed"), str(exc)
+
+        tasks = [asyncio.ensure_future(one(i)) for i in range(6)]  # 2 stream at once, 4 wait in the queue
+        await started.wait()
+        kill9(client, client.stat()["running_requests"].index(1))
+        return await asyncio.gather(*tasks)
+
+    results = asyncio.run(main())
+    outcomes = [r[0] for r in results]
+    assert outcomes.count("cut") == 1 and outcomes.count("ok") == 5, results
+    assert "died after" in next(r[1] for r in results if r[0] == "cut")
+    assert wait_for(lambda: client.stat()["ready_workers"] == 2, timeout=30)
+    assert client.chat("Say hi.", max_tokens=8).text

@@ -14,10 +14,9 @@ import sys
 import tempfile
 import time
 
-import psutil
 import pytest
 
-from conftest import ROOT, free_port, run_cli
+from conftest import ROOT, free_port, processes_mentioning, run_cli
 from direct_engines import llama_chat
 
 README = (ROOT / "README.md").read_text()
@@ -70,15 +69,6 @@ def test_readme_demo_commands_print_what_the_readme_says(ray_cluster, smollm2_pa
     assert outputs["undeploy --model"].strip() == "Undeployed 'smol_chat'."
 
 
-def processes_mentioning(text):
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if text in " ".join(proc.info["cmdline"] or []):
-                found.append(proc.pid)
-        except psutil.Error:
-            continue
-    return found
 
 
 @pytest.mark.slow
@@ -104,3 +94,17 @@ def test_readme_python_example_runs_as_written_on_a_new_machine(ray_cluster):
     while processes_mentioning(tmp) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not processes_mentioning(tmp)
+
+
+def test_readme_autoscaling_yaml_is_a_valid_spec(tmp_path):
+    from byzer_like.specfile import load_spec_file, spec_from_mapping
+
+    [block] = [b for b in fenced("yaml") if "autoscaling:" in b]
+    path = tmp_path / "spec.yaml"
+    path.write_text(block)
+    spec = spec_from_mapping(load_spec_file(path, {}), {})
+    assert spec.alias == "chat" and spec.backend.infer_backend == "llama_cpp" and spec.queue.max_queue == 64
+    scaling = spec.scaling
+    assert (scaling.min_workers, scaling.max_workers, scaling.scale_up_step, scaling.max_idle_time_s) == (0, 3, 1, 120)
+    assert (scaling.target_ongoing_requests, scaling.upscale_delay_s, scaling.downscale_delay_s) == (1, 0, 30)
+    assert spec.initial_workers == 1

@@ -10,6 +10,7 @@ from byzer_like.errors import (AliasExistsError, BackendError, ModelLoadError, M
                                RequestTimeoutError, UnsupportedError)
 from byzer_like.pool import list_aliases
 from byzer_like._ray import named_actors
+from conftest import wait_for
 
 
 def echo_spec(alias, *, workers=1, concurrency=1, max_queue=8, timeout_s=30.0, **options):
@@ -17,15 +18,6 @@ def echo_spec(alias, *, workers=1, concurrency=1, max_queue=8, timeout_s=30.0, *
         "alias": alias, "backend": {"model_type": "custom/echo", "engine_kwargs": options},
         "resources": {"num_workers": workers, "worker_concurrency": concurrency},
         "queue": {"max_queue": max_queue, "request_timeout_s": timeout_s}})
-
-
-def wait_for(predicate, timeout=20.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def test_chat_stream_complete_and_stat(deployed):
