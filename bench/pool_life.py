@@ -1,9 +1,10 @@
 """A pool that lives, measured: kill -9 of a worker under load (time to a ready replacement, request success rate)
 and the autoscaler's reaction time (load starts -> the added worker is ready), on echo aliases.
 
-    .venv/bin/python bench/pool_life.py --reps 5
+    .venv/bin/python bench/pool_life.py --reps 5 --out bench/results/pool_life.json
 
-Starts its own local Ray cluster (stopped at the end). Prints one JSON object: per repetition and median/min/max.
+Starts its own local Ray cluster (stopped at the end). Writes one JSON object (per repetition, and median/min/max)
+to --out and stdout (Ray's raylet also prints a line on stdout for every killed worker).
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ def summary(rows: list[dict], key: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--out", default=None, help="Also write the JSON here.")
     args = parser.parse_args()
     ray.init(address="local", namespace="byzer_like", logging_level=logging.ERROR, log_to_driver=False)
     os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
@@ -108,9 +110,14 @@ def main() -> None:
         scales = [scale_up_reaction(i) for i in range(args.reps)]
     finally:
         ray.shutdown()
-    print(json.dumps({"kill_under_load": kills, "replacement_ready_s": summary(kills, "replacement_ready_s"),
-                      "success_rate": summary(kills, "success_rate"), "scale_up": scales,
-                      "scale_up_ready_s": summary(scales, "scale_up_ready_s")}, indent=2))
+    text = json.dumps({"kill_under_load": kills, "replacement_ready_s": summary(kills, "replacement_ready_s"),
+                       "success_rate": summary(kills, "success_rate"), "scale_up": scales,
+                       "scale_up_ready_s": summary(scales, "scale_up_ready_s")}, indent=2)
+    if args.out:
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+        with open(args.out, "w") as fh:
+            fh.write(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":
