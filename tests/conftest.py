@@ -96,6 +96,32 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
+@contextlib.contextmanager
+def gateway_serving(*serve_args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``byzer-like serve --port <free>`` on the session cluster; yields its URL and stops it afterwards."""
+    import time
+
+    import httpx
+
+    port = free_port()
+    started = run_cli("serve", "--port", str(port), *serve_args, env=env)
+    assert started.returncode == 0, started.stderr
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "the gateway did not become ready"
+        time.sleep(0.5)
+    try:
+        yield url
+    finally:
+        run_cli("serve", "--stop")
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     import socket
