@@ -127,7 +127,7 @@ def table_stat(table: Sequence[WorkerSlot], capacity: int, queue_length: int) ->
         "running_requests": [s.running for s in table],
         "errors": [s.errors for s in table],
         "healthy": [s.healthy for s in table],
-        "phase": [s.phase for s in table],
+        "phase": ["restarting" if s.phase == STARTING and s.restarts else s.phase for s in table],
         "restarts": [s.restarts for s in table],
         "worker_index": [s.index for s in table],
         "pid": [s.where.get("pid") for s in table],

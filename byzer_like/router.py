@@ -81,6 +81,7 @@ class Router:
         self.scaler = ScalerState()
         self.next_start_at = 0.0  # backoff: no new worker before this monotonic time
         self.next_capacity_check = 0.0
+        self.desired = spec.initial_workers
         self.capacity_ok = True
         self.next_health_at = time.monotonic() + self.scaling.health_check_period_s
         self.wakeup = asyncio.Event()
@@ -377,6 +378,7 @@ class Router:
             restarts = self.credits.popleft() if self.credits else 0
             self.total_restarts += 1 if restarts else 0
             self._spawn(self._add_worker(restarts))
+        self.desired = before + count
         self._event(before, before + count, reason)
 
     def _capacity_exists(self, now: float) -> bool:
@@ -413,6 +415,7 @@ class Router:
         before = self._live()
         for row in ready[:count]:
             row.phase = DRAINING
+        self.desired = self._live()
         self._event(before, self._live(), reason)
         self._finish_draining()
 
@@ -481,6 +484,7 @@ class Router:
         low, high = self.scaling.bounds(self.spec.resources.num_workers)
         out.update(alias=self.spec.alias, backend=self.spec.backend.registry_key,
                    uptime_s=round(time.time() - self.created, 1), current_workers=self._live(),
+                   desired_workers=max(self.desired, self._live()),
                    ready_workers=sum(1 for r in self.slots.table if r.phase == READY),
                    min_workers=low, max_workers=high, retries=self.retries, total_restarts=self.total_restarts,
                    status="degraded" if self.degraded else "ok", last_error=self.last_error,

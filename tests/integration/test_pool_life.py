@@ -70,6 +70,7 @@ def test_replacement_is_ready_within_10s_and_stat_is_the_truth(deployed):
     assert healed_in < 10
     stat = client.stat()
     assert stat["phase"] == ["ready", "ready"] and stat["status"] == "ok"
+    assert stat["desired_workers"] == stat["current_workers"] == 2
     assert [client.chat("x").text for _ in range(4)] == ["x"] * 4
 
 
