@@ -30,6 +30,7 @@ from byzer_like.router import RouterActor
 from byzer_like.spec import DeploySpec
 
 logger = logging.getLogger(__name__)
+HEAD_NODE_RESOURCE = "node:__internal_head__"  # Ray's marker resource of the head node
 ROUTER_CONCURRENCY_MARGIN = 1000  # router calls beyond slots + queue that still reach our code (to get a 429)
 _WORKER_MARK = "/worker-"
 
@@ -64,8 +65,11 @@ def deploy(spec: DeploySpec, *, replace: bool = False, address: str | None = Non
         undeploy(spec.alias)
     slots = spec.scaling.bounds(spec.resources.num_workers)[1] * spec.worker_concurrency
     try:
+        # NOTE: the router lives on the head node, which the cluster cannot lose (losing a worker node must not
+        # take an alias's brain with it; its workers go wherever their resources fit).
         router = RouterActor.options(
             name=spec.alias, namespace=NAMESPACE, lifetime="detached", num_cpus=0, max_restarts=-1,
+            resources={HEAD_NODE_RESOURCE: 0.001},
             max_concurrency=slots + spec.queue.max_queue + ROUTER_CONCURRENCY_MARGIN,
         ).remote(spec)
     except ValueError:  # a concurrent deploy took the name between our check and here

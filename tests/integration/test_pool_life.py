@@ -192,7 +192,7 @@ def test_llama_worker_killed_during_streaming_chats(deployed):
 
     async def main():
         aclient = AsyncClient("life_llama")
-        started = asyncio.Event()
+        started, streaming = asyncio.Event(), set()
 
         async def one(i):
             texts = []
@@ -200,7 +200,9 @@ def test_llama_worker_killed_during_streaming_chats(deployed):
                 async for chunk in aclient.stream(f"Tell me a long story about a dragon number {i}.", max_tokens=120,
                                                   temperature=0):
                     texts.append(chunk.text)
-                    started.set()
+                    streaming.add(i)
+                    if len(streaming) == 2:  # both workers have sent chunks of their stream
+                        started.set()
                 return "ok", "".join(texts)
             except BackendUnavailableError as exc:
                 return ("cut" if texts else "failed"), str(exc)

@@ -62,6 +62,11 @@ def test_workers_follow_resources_and_a_lost_node_degrades_then_heals(ray_cluste
         deployed(spec)
         client = Client("nodes_b")
         assert client.stat()["node"] == [node_b, node_b]
+        head = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and "node:__internal_head__" in n["Resources"])
+        from ray.util.state import list_actors
+
+        [router] = [a for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True) if a.name == "nodes_b"]
+        assert router.node_id == head  # the alias's brain stays on the head node, whatever its workers need
         assert client.chat("on node b").text == "on node b"
 
         nodes[0].kill()
