@@ -95,13 +95,12 @@ def check_fits(spec: DeploySpec) -> None:
     Raises:
         InvalidSpecError: naming the resource, what is needed and what is free.
     """
-    res, n = spec.resources, spec.initial_workers
-    needs = {"CPU": (res.cpus_per_worker or 0) * n, "GPU": res.gpus_per_worker * n}
-    needs.update({k: v * n for k, v in res.custom_resources.items()})
+    n = spec.initial_workers
+    needs = {name: amount * n for name, amount in spec.resources.per_worker().items()}
     free = ray.available_resources()
     for name, need in needs.items():
         have = free.get(name, 0.0)
-        if need > 0 and need > have + 1e-9:
+        if need > have + 1e-9:
             flag = {"CPU": "--cpus_per_worker", "GPU": "--gpus_per_worker"}.get(name, "the custom resources")
             raise InvalidSpecError(
                 f"'{spec.alias}' needs {need:g} {name} in all ({n} workers) but the cluster has {have:g} free; "

@@ -55,6 +55,7 @@ CONTROL_CALLS = 8  # worker concurrency kept free for watch/health/describe/shut
 TICK_S = 0.25  # control loop period
 EVENTS_KEPT = 50
 WORKER_DIED = (rex.RayActorError, rex.ActorUnavailableError)  # the worker itself is gone (not an engine error)
+WorkerActor = ray.remote(Worker)
 
 
 class Router:
@@ -191,11 +192,7 @@ class Router:
                     ray.cancel(ref)
                 raise
             except WORKER_DIED as exc:
-                self._worker_died(row, exc)
-                if attempt >= self.scaling.max_retries:
-                    raise translate(exc) from None
-                attempt += 1
-                self.retries += 1
+                attempt = self._retry_after_death(row, exc, attempt)
             except Exception as exc:
                 raise translate(exc) from None
             finally:
@@ -222,26 +219,31 @@ class Router:
                     ray.cancel(gen)
                 raise
             except WORKER_DIED as exc:
-                self._worker_died(row, exc)
                 if sent:
+                    self._worker_died(row, exc)
                     raise BackendUnavailableError(
                         f"the worker serving this stream died after {sent} chunk(s) were sent; the answer is "
                         "incomplete, retry the request") from None
-                if attempt >= self.scaling.max_retries:
-                    raise translate(exc) from None
-                attempt += 1
-                self.retries += 1
+                attempt = self._retry_after_death(row, exc, attempt)
             except Exception as exc:
                 raise translate(exc) from None
             finally:
                 self.slots.release(row, time.perf_counter() - start, ok)
+
+    def _retry_after_death(self, row: WorkerSlot, exc: BaseException, attempt: int) -> int:
+        """A request's worker died: take it out, and return the next attempt number, or raise when none is left."""
+        self._worker_died(row, exc)
+        if attempt >= self.scaling.max_retries:
+            raise translate(exc) from None
+        self.retries += 1
+        return attempt + 1
 
     # -- supervision -----------------------------------------------------------------------------------------
     def _create_worker(self, restarts: int = 0) -> WorkerSlot:
         """Start a new worker actor (its engine loads in ``_load``) and add its row as ``starting``."""
         res = self.spec.resources
         index, self.next_index = self.next_index, self.next_index + 1
-        handle = ray.remote(Worker).options(
+        handle = WorkerActor.options(
             name=self.spec.worker_name(index), namespace=NAMESPACE, lifetime="detached",
             num_cpus=res.cpus_per_worker, num_gpus=res.gpus_per_worker, resources=res.custom_resources or None,
             max_concurrency=self.spec.worker_concurrency + CONTROL_CALLS,
@@ -364,11 +366,8 @@ class Router:
         if self.credits:  # replacing dead workers: backoff and a budget per window
             if not self._restart_budget_left(now):
                 if not self.degraded:
-                    self.degraded = True
-                    self._event(self._live(), self._live(), f"degraded: more than {self.scaling.max_restarts} "
-                                f"worker deaths within {self.scaling.restart_window_s:g}s; last: {self.last_error}")
-                    if self._live() == 0:
-                        self.slots.fail_waiters(f"'{self.spec.alias}' is degraded: {self.last_error}")
+                    self._degrade(f"more than {self.scaling.max_restarts} worker deaths within "
+                                  f"{self.scaling.restart_window_s:g}s; last: {self.last_error}")
                 return
             if now < self.next_start_at:
                 return
@@ -381,6 +380,13 @@ class Router:
         self.desired = before + count
         self._event(before, before + count, reason)
 
+    def _degrade(self, why: str) -> None:
+        """Report ``degraded`` (kept in events); with no worker left, waiting requests fail now, not at timeout."""
+        self.degraded = True
+        self._event(self._live(), self._live(), f"degraded: {why}")
+        if self._live() == 0:
+            self.slots.fail_waiters(f"'{self.spec.alias}' is degraded: {self.last_error}")
+
     def _capacity_exists(self, now: float) -> bool:
         """Whether some live node could hold one more worker at all (its totals, not what is free right now).
 
@@ -390,21 +396,17 @@ class Router:
         if now < self.next_capacity_check:
             return self.capacity_ok
         self.next_capacity_check = now + 2.0
-        res = self.spec.resources
-        need = {"CPU": res.cpus_per_worker or 0, "GPU": res.gpus_per_worker, **res.custom_resources}
-        need = {k: v for k, v in need.items() if v > 0}
+        need = self.spec.resources.per_worker()
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
         ok = any(all(have.get(k, 0.0) >= v for k, v in need.items()) for have in nodes)
-        if not ok and self.capacity_ok:
+        if not ok:  # NOTE: said on every check, so a later worker failure does not hide the fix
             wanted = ", ".join(f"{k}={v:g}" for k, v in need.items())
             custom = {k: v for k, v in need.items() if k not in ("CPU", "GPU")}
             fix = f" --resources '{json.dumps(custom)}'" if custom else f" --num-cpus {max(1, int(need.get('CPU', 1)))}"
             self.last_error = (f"no node of the cluster offers what a worker needs ({wanted}); add one: "
                                f"`ray start --address {ray.get_runtime_context().gcs_address}{fix}`")
-            self.degraded = True
-            self._event(self._live(), self._live(), f"degraded: {self.last_error}")
-            if self._live() == 0:
-                self.slots.fail_waiters(f"'{self.spec.alias}' is degraded: {self.last_error}")
+            if self.capacity_ok:
+                self._degrade(self.last_error)
         self.capacity_ok = ok
         return ok
 

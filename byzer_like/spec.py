@@ -67,6 +67,11 @@ class ResourceSpec(BaseModel):
     gpus_per_worker: float = Field(default=0, ge=0, description="GPUs reserved per worker.")
     custom_resources: dict[str, float] = Field(default_factory=dict, description="Extra Ray resources per worker.")
 
+    def per_worker(self) -> dict[str, float]:
+        """What one worker reserves on a node, by Ray resource name (only what it needs: > 0)."""
+        need = {"CPU": self.cpus_per_worker or 0, "GPU": self.gpus_per_worker, **self.custom_resources}
+        return {name: amount for name, amount in need.items() if amount > 0}
+
 
 class QueueSpec(BaseModel):
     """The router's bounded FIFO queue for requests that find every slot taken."""
