@@ -49,6 +49,22 @@ def stop_word(text: str) -> str:
     return candidates[len(candidates) // 2]
 
 
+def assert_gateway_answers_like(direct: Answer, base_url: str, alias: str, *, max_tokens: int) -> None:
+    """Through the gateway (the real ``openai`` SDK), unary and streamed, the alias answers exactly ``direct``."""
+    import openai
+
+    oai = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=300)
+    messages = messages_for(QUESTION)
+    resp = oai.chat.completions.create(model=alias, temperature=0, max_tokens=max_tokens, messages=messages)
+    assert resp.choices[0].message.content == direct.text
+    assert resp.choices[0].finish_reason == direct.finish_reason
+    assert (resp.usage.prompt_tokens, resp.usage.completion_tokens) == (direct.prompt_tokens,
+                                                                        direct.completion_tokens)
+    stream = oai.chat.completions.create(model=alias, temperature=0, max_tokens=max_tokens, stream=True,
+                                         messages=messages)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == direct.text
+
+
 # -- llama.cpp ----------------------------------------------------------------------------------------------------
 @functools.cache
 def _llama(model_path: str, n_threads: int, n_ctx: int) -> Any:

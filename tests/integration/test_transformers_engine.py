@@ -5,7 +5,7 @@ import json
 import pytest
 
 from _engine_models import prepared
-from direct_engines import QUESTION, cut_at, stop_word, transformers_chat
+from direct_engines import QUESTION, assert_gateway_answers_like, cut_at, stop_word, transformers_chat
 
 pytestmark = pytest.mark.slow
 ALIAS = "tf_smol"
@@ -110,18 +110,7 @@ def test_broken_folder_fails_cleanly_and_tiny_model_runs(deployed, tmp_path):
 
 
 def test_gateway_answer_is_the_engines_own(ray_cluster, tf_alias, direct):
-    import openai
-
     from conftest import gateway_serving
 
     with gateway_serving() as url:
-        oai = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=300)
-        resp = oai.chat.completions.create(model=tf_alias, temperature=0, max_tokens=24,
-                                           messages=[{"role": "user", "content": QUESTION}])
-        assert resp.choices[0].message.content == direct.text
-        assert resp.choices[0].finish_reason == direct.finish_reason
-        assert (resp.usage.prompt_tokens, resp.usage.completion_tokens) == (direct.prompt_tokens,
-                                                                            direct.completion_tokens)
-        stream = oai.chat.completions.create(model=tf_alias, temperature=0, max_tokens=24, stream=True,
-                                             messages=[{"role": "user", "content": QUESTION}])
-        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == direct.text
+        assert_gateway_answers_like(direct, url, tf_alias, max_tokens=24)

@@ -12,7 +12,7 @@ import pytest
 import ray
 
 from _engine_models import alive, prepared
-from direct_engines import QUESTION, cut_at, stop_word, vllm_chat_many
+from direct_engines import QUESTION, assert_gateway_answers_like, cut_at, stop_word, vllm_chat_many
 
 pytestmark = pytest.mark.slow
 ALIAS = "vllm_smol"
@@ -114,22 +114,10 @@ def test_abandoned_stream_is_aborted(vllm_alias):
 
 
 def test_gateway_answer_is_the_engines_own(ray_cluster, vllm_alias, direct):
-    import openai
-
     from conftest import gateway_serving
 
     with gateway_serving() as url:
-        oai = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=300)
-        resp = oai.chat.completions.create(model=vllm_alias, temperature=0, max_tokens=24,
-                                           messages=[{"role": "user", "content": QUESTION}])
-        assert resp.choices[0].message.content == direct.text
-        assert resp.choices[0].finish_reason == direct.finish_reason
-        assert (resp.usage.prompt_tokens, resp.usage.completion_tokens) == (direct.prompt_tokens,
-                                                                            direct.completion_tokens)
-        stream = oai.chat.completions.create(model=vllm_alias, temperature=0, max_tokens=24, stream=True,
-                                             messages=[{"role": "user", "content": QUESTION}])
-        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == direct.text
-
+        assert_gateway_answers_like(direct, url, vllm_alias, max_tokens=24)
 
 def test_unfit_or_bad_options_leave_nothing(ray_cluster, cli):
     from byzer_like.pool import list_aliases
