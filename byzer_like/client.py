@@ -36,6 +36,7 @@ from byzer_like.protocol import (
     TranscriptionRequest,
     TranscriptionResponse,
 )
+from byzer_like.spec import AdapterSpec
 
 Messages = str | Sequence[Message | dict[str, Any]]
 Audio = bytes | str | os.PathLike[str]
@@ -134,6 +135,28 @@ class Client(_Base):
     def stat(self) -> dict[str, Any]:
         """Byzerllm's stat JSON plus queue, running, errors and latency percentiles."""
         return self._get(self._router.stat.remote())
+
+    def add_adapter(self, name: str, source: str, *, scale: float = 1.0) -> dict[str, Any]:
+        """Load a LoRA adapter on every worker of the alias; then ``chat(..., adapter=name)`` uses it.
+
+        Args:
+            name: The adapter's name.
+            source: PEFT folder, GGUF LoRA file, ``http(s)://``/``file://`` URL, or (SaaS) an upstream model name.
+            scale: Strength the adapter is applied with.
+
+        Returns:
+            The adapter's ``stat`` entry.
+        """
+        adapter = _validated(AdapterSpec, {"name": name, "source": str(source), "scale": scale})
+        return self._get(self._router.add_adapter.remote(adapter))
+
+    def remove_adapter(self, name: str) -> None:
+        """Unload adapter ``name`` once the requests using it have finished."""
+        self._get(self._router.remove_adapter.remote(name))
+
+    def adapters(self) -> list[dict[str, Any]]:
+        """The alias's adapters: name, source, phase and request counts."""
+        return self._get(self._router.list_adapters.remote())
 
     def _get(self, ref: Any) -> Any:
         try:
@@ -238,6 +261,10 @@ class AsyncClient(_Base):
     async def stat(self) -> dict[str, Any]:
         """Byzerllm's stat JSON plus extras."""
         return await self._await(self._router.stat.remote())
+
+    async def adapters(self) -> list[dict[str, Any]]:
+        """The alias's adapters: name, source, phase and request counts."""
+        return await self._await(self._router.list_adapters.remote())
 
     async def _await(self, ref: Any) -> Any:
         try:

@@ -70,6 +70,7 @@ class ChatRequest(SamplingParams):
 
     messages: list[Message] = Field(min_length=1, description="The conversation so far.")
     request_id: str = Field(default_factory=lambda: uuid.uuid4().hex, description="Id for logs and cancellation.")
+    adapter: str | None = Field(default=None, description="LoRA adapter to answer with; None = the base model.")
 
 
 class CompletionRequest(SamplingParams):
@@ -77,6 +78,7 @@ class CompletionRequest(SamplingParams):
 
     prompt: str = Field(description="The text to continue.")
     request_id: str = Field(default_factory=lambda: uuid.uuid4().hex, description="Id for logs and cancellation.")
+    adapter: str | None = Field(default=None, description="LoRA adapter to answer with; None = the base model.")
 
 
 class EmbeddingRequest(BaseModel):

@@ -30,6 +30,7 @@ import ray
 from ray import exceptions as rex
 
 from byzer_like._ray import NAMESPACE, translate
+from byzer_like.adapter_registry import AdapterRegistry
 from byzer_like.autoscale import LoadSample, ScalerState, decide
 from byzer_like.errors import BackendUnavailableError, ByzerLikeError, ModelLoadError
 from byzer_like.policy import DEAD, DRAINING, READY, STARTING, SlotPool, WorkerSlot, table_stat
@@ -47,7 +48,7 @@ from byzer_like.protocol import (
     TranscriptionRequest,
     TranscriptionResponse,
 )
-from byzer_like.spec import DeploySpec
+from byzer_like.spec import AdapterSpec, DeploySpec
 from byzer_like.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class Router:
         self.loop_task: asyncio.Task | None = None
         self.tasks: set[asyncio.Task] = set()
         self.unwatched: list[WorkerSlot] = []
+        self.adapters = AdapterRegistry(spec.alias, spec.adapters)
         if ray.get_runtime_context().was_current_actor_reconstructed:
             self._reattach()
 
@@ -102,6 +104,7 @@ class Router:
             self._kill_workers()
             err = translate(exc)
             raise err if isinstance(err, ModelLoadError) else ModelLoadError(err.message) from None
+        self.adapters.mark_ready()
         self._event(0, len(rows), "deployed")
         self._start_loop()
 
@@ -116,6 +119,7 @@ class Router:
                              handle=ray.get_actor(name, namespace=NAMESPACE))
             self.slots.table.append(row)
             self.next_index = max(self.next_index, index + 1)
+        self.adapters.mark_ready()  # NOTE: adapters added after deploy are not known to a restarted router
         self._event(0, len(self.slots.table), "router restarted; re-attached to its workers")
         self.unwatched = list(self.slots.table)  # NOTE: no event loop runs in __init__; watched on first use
 
@@ -141,12 +145,14 @@ class Router:
 
     # -- requests --------------------------------------------------------------------------------------------
     async def chat(self, req: ChatRequest) -> ChatResponse:
-        """Answer a chat request on the LRU worker."""
-        return await self._unary("chat", req)
+        """Answer a chat request on the LRU worker (with its adapter, if it names one)."""
+        with self.adapters.using(req.adapter):
+            return await self._unary("chat", req)
 
     async def complete(self, req: CompletionRequest) -> ChatResponse:
         """Complete a prompt on the LRU worker."""
-        return await self._unary("complete", req)
+        with self.adapters.using(req.adapter):
+            return await self._unary("complete", req)
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
         """Embed texts on the LRU worker."""
@@ -166,13 +172,15 @@ class Router:
 
     async def chat_stream(self, req: ChatRequest) -> AsyncIterator[Chunk]:
         """Stream a chat answer; the slot is held until the stream ends."""
-        async for chunk in self._stream("chat_stream", req):
-            yield chunk
+        with self.adapters.using(req.adapter):
+            async for chunk in self._stream("chat_stream", req):
+                yield chunk
 
     async def complete_stream(self, req: CompletionRequest) -> AsyncIterator[Chunk]:
         """Stream a completion; the slot is held until the stream ends."""
-        async for chunk in self._stream("complete_stream", req):
-            yield chunk
+        with self.adapters.using(req.adapter):
+            async for chunk in self._stream("complete_stream", req):
+                yield chunk
 
     async def _unary(self, method: str, req: Any) -> Any:
         attempt = 0
@@ -256,6 +264,7 @@ class Router:
     async def _load(self, row: WorkerSlot) -> None:
         """Load the engine of a new worker; then it serves (waiters first) and is watched."""
         await row.handle.start.remote()
+        await self._load_adapters(row)
         try:
             row.where = await row.handle.where.remote()
         except Exception:  # noqa: BLE001 - only for stat
@@ -265,6 +274,13 @@ class Router:
             row.idle_since = time.monotonic()
             self._spawn(self._watch(row))
             self.slots.wake()
+
+    async def _load_adapters(self, row: WorkerSlot) -> None:
+        """Load every adapter of the alias on a new worker, including any added while it loads."""
+        loaded: set[str] = set()
+        while todo := self.adapters.to_load(loaded):
+            await asyncio.gather(*(row.handle.add_adapter.remote(a) for a in todo))
+            loaded.update(a.name for a in todo)
 
     async def _add_worker(self, restarts: int) -> None:
         """Scale-up or replacement: a worker that fails to load counts as a death (backoff, budget)."""
@@ -479,6 +495,45 @@ class Router:
             self._shrink(current - workers, f"scaled by hand to {workers}")
         return {"min_workers": low, "max_workers": high, "workers": workers}
 
+    # -- adapters --------------------------------------------------------------------------------------------
+    async def add_adapter(self, adapter: AdapterSpec) -> dict[str, Any]:
+        """Load a LoRA adapter on every worker; it serves once all have it (on any failure, none keeps it).
+
+        Workers that start later (replacements, scale-up) load it before they serve.
+
+        Returns:
+            The adapter's ``stat`` entry.
+        """
+        entry = self.adapters.begin_add(adapter)
+        rows = [r for r in self.slots.table if r.phase == READY]
+        results = await asyncio.gather(*(r.handle.add_adapter.remote(adapter) for r in rows), return_exceptions=True)
+        failed = [res for res in results if isinstance(res, BaseException) and not isinstance(res, WORKER_DIED)]
+        if failed:
+            self.adapters.drop(adapter.name)
+            done = [r for r, res in zip(rows, results, strict=True) if not isinstance(res, BaseException)]
+            await asyncio.gather(*(r.handle.remove_adapter.remote(adapter.name) for r in done),
+                                 return_exceptions=True)
+            raise translate(failed[0]) from None
+        info = next((res for res in results if isinstance(res, dict)), {})
+        self.adapters.mark_ready(adapter.name, info)
+        self._event(self._live(), self._live(), f"adapter '{adapter.name}' added")
+        return entry.stat()
+
+    async def remove_adapter(self, name: str) -> None:
+        """Stop routing to adapter ``name``, wait for its running requests, then unload it from every worker."""
+        await self.adapters.begin_remove(name, self.spec.queue.request_timeout_s)
+        rows = [r for r in self.slots.table if r.phase in (READY, DRAINING)]
+        results = await asyncio.gather(*(r.handle.remove_adapter.remote(name) for r in rows), return_exceptions=True)
+        self.adapters.drop(name)
+        self._event(self._live(), self._live(), f"adapter '{name}' removed")
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, WORKER_DIED):
+                logger.warning("%s: removing adapter %s: %s", self.spec.alias, name, translate(result).message)
+
+    def list_adapters(self) -> list[dict[str, Any]]:
+        """Each adapter's name, source, phase and request counts."""
+        return self.adapters.stat()
+
     # -- introspection ---------------------------------------------------------------------------------------
     def stat(self) -> dict[str, Any]:
         """Byzerllm's stat JSON plus queue, running, errors, latency, phases, restarts and scaling events."""
@@ -490,7 +545,8 @@ class Router:
                    ready_workers=sum(1 for r in self.slots.table if r.phase == READY),
                    min_workers=low, max_workers=high, retries=self.retries, total_restarts=self.total_restarts,
                    status="degraded" if self.degraded else "ok", last_error=self.last_error,
-                   retry_after_s=self.slots.expected_wait(), events=list(self.events)[-20:])
+                   retry_after_s=self.slots.expected_wait(), adapters=self.adapters.stat(),
+                   events=list(self.events)[-20:])
         return out
 
     def get_spec(self) -> DeploySpec:

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+ADAPTER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 LOCAL_ENGINES = ("llama_cpp", "vllm", "transformers")
 
 
@@ -114,6 +115,24 @@ class ScalingSpec(BaseModel):
         return low, high
 
 
+class AdapterSpec(BaseModel):
+    """A LoRA adapter served on top of an alias's base model (seed 000's hot-updated adapters).
+
+    ``source`` is a PEFT folder (``adapter_config.json`` + ``adapter_model.safetensors``), a GGUF LoRA file, a
+    ``file://`` or ``http(s)://`` URL of either (a ``.tar``/``.tar.gz``/``.zip`` of the folder), or for a SaaS alias
+    the upstream model name the adapter stands for (a fine-tuned model).
+
+    Example:
+        >>> AdapterSpec(name="banana", source="/models/banana-lora")
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=ADAPTER_PATTERN, description="Name requests use (``adapter=`` or model ALIAS:NAME).")
+    source: str = Field(min_length=1, description="PEFT folder, GGUF LoRA file, URL, or SaaS upstream model.")
+    scale: float = Field(default=1.0, gt=0, le=16, description="Strength the adapter is applied with.")
+
+
 class DeploySpec(BaseModel):
     """Everything needed to deploy one alias.
 
@@ -128,6 +147,7 @@ class DeploySpec(BaseModel):
     resources: ResourceSpec = Field(default_factory=ResourceSpec, description="Workers and their resources.")
     queue: QueueSpec = Field(default_factory=QueueSpec, description="Queueing when all slots are taken.")
     scaling: ScalingSpec = Field(default_factory=ScalingSpec, description="Supervision and autoscaling.")
+    adapters: tuple[AdapterSpec, ...] = Field(default=(), description="LoRA adapters loaded on every worker.")
     deploy_timeout_s: float = Field(default=900.0, gt=0, description="Longest wait for every worker to load.")
     stream_interval_ms: float | None = Field(
         default=None, ge=0, le=1000,
@@ -149,6 +169,13 @@ class DeploySpec(BaseModel):
         if "num_workers" in self.resources.model_fields_set and not low <= self.resources.num_workers <= high:
             raise ValueError(f"num_workers ({self.resources.num_workers}) must lie within min_workers ({low}) and "
                              f"max_workers ({high})")
+        return self
+
+    @model_validator(mode="after")
+    def _adapter_names_unique(self) -> DeploySpec:
+        names = [a.name for a in self.adapters]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"adapter name(s) {', '.join(dupes)} given more than once")
         return self
 
     @property

@@ -47,6 +47,7 @@ _FLAG_FIELDS: dict[str, tuple[str | None, str]] = {
     "max_restarts": ("scaling", "max_restarts"),
     "deploy_timeout": (None, "deploy_timeout_s"),
 }
+LIST_FLAGS = {"infer_params", "adapters"}
 IGNORED_FLAGS = {"ray_address", "file", "command"}  # byzerllm YAML files may carry these
 
 
@@ -114,18 +115,47 @@ def spec_from_flags(flags: Mapping[str, Any], defaults: Mapping[str, Any] | None
     if not isinstance(block, Mapping):
         raise InvalidSpecError("'autoscaling' must be a mapping of min_workers, max_workers, ...", param="autoscaling")
     merged = {**defaults, **block, **{k: v for k, v in flags.items() if v is not None and v != ()}}
-    unknown = sorted(set(merged) - set(_FLAG_FIELDS) - IGNORED_FLAGS - {"infer_params"})
+    unknown = sorted(set(merged) - set(_FLAG_FIELDS) - IGNORED_FLAGS - LIST_FLAGS)
     if unknown:
         raise InvalidSpecError(f"unknown setting '{unknown[0]}'; known: {', '.join(sorted(_FLAG_FIELDS))}, "
-                               "infer_params", param=unknown[0])
+                               "infer_params, adapters", param=unknown[0])
     data: dict[str, Any] = {"backend": {}, "resources": {}, "queue": {}, "scaling": {}}
     for flag, value in merged.items():
         if flag in _FLAG_FIELDS:
             section, name = _FLAG_FIELDS[flag]
             (data[section] if section else data)[name] = value
     model_type = data["backend"].get("model_type", "custom/auto")
-    data["backend"]["engine_kwargs"] = engine_kwargs(parse_infer_params(merged.get("infer_params")), model_type)
+    kwargs = engine_kwargs(parse_infer_params(merged.get("infer_params")), model_type)
+    # NOTE: saas.adapters.NAME=upstream-model names a fine-tuned upstream model as an adapter of the alias.
+    saas_adapters = {k.removeprefix("adapters."): v for k, v in kwargs.items() if k.startswith("adapters.")}
+    data["backend"]["engine_kwargs"] = {k: v for k, v in kwargs.items() if not k.startswith("adapters.")}
+    data["adapters"] = parse_adapters(merged.get("adapters")) + parse_adapters(saas_adapters)
     return validate_spec(data)
+
+
+def parse_adapters(value: Any) -> list[dict[str, Any]]:
+    """Adapters from ``NAME=SOURCE`` strings (CLI), a ``{name: source}`` mapping or a list of mappings (YAML).
+
+    Raises:
+        InvalidSpecError: for an entry that is none of these.
+    """
+    if not value:
+        return []
+    if isinstance(value, Mapping):
+        return [{"name": str(k), "source": str(v)} for k, v in value.items()]
+    if isinstance(value, str):
+        value = [value]
+    out = []
+    for item in value:
+        if isinstance(item, Mapping):
+            out.append(dict(item))
+        elif isinstance(item, str) and "=" in item:
+            name, source = item.split("=", 1)
+            out.append({"name": name.strip(), "source": source.strip()})
+        else:
+            raise InvalidSpecError(f"adapter {item!r} is not NAME=SOURCE (e.g. --adapters banana=/models/lora)",
+                                   param="adapters")
+    return out
 
 
 def validate_spec(data: Mapping[str, Any]) -> DeploySpec:

@@ -32,7 +32,7 @@ from byzer_like.protocol import (
     coalesce,
     collect,
 )
-from byzer_like.spec import DeploySpec
+from byzer_like.spec import AdapterSpec, DeploySpec
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +93,14 @@ class Worker:
     async def generate_image(self, req: ImageRequest) -> ImageResponse:
         """Image generation."""
         return await _guard(self.backend.generate_image(req))
+
+    async def add_adapter(self, adapter: AdapterSpec) -> dict[str, Any]:
+        """Load a LoRA adapter (fetched on this worker's node when its source is a URL)."""
+        return await _guard(self.backend.add_adapter(adapter))
+
+    async def remove_adapter(self, name: str) -> None:
+        """Unload a LoRA adapter."""
+        await _guard(self.backend.remove_adapter(name))
 
     async def check_health(self) -> None:
         """Raise if the engine is unusable."""

@@ -31,7 +31,7 @@ from byzer_like.protocol import (
     TranscriptionRequest,
     TranscriptionResponse,
 )
-from byzer_like.spec import DeploySpec
+from byzer_like.spec import AdapterSpec, DeploySpec
 
 
 class EngineOptions(BaseModel):
@@ -163,6 +163,18 @@ class Backend(abc.ABC):
         return UnsupportedError(f"{self.spec.alias} ({self.spec.backend.registry_key}) does not support "
                                 f"{capability}; send this request to an alias whose model does", param=param,
                                 code="unsupported_capability")
+
+    async def add_adapter(self, adapter: AdapterSpec) -> dict[str, Any]:
+        """Load (or replace) the LoRA adapter ``adapter.name``; requests name it in ``adapter``.
+
+        Returns:
+            Facts about the loaded adapter for ``stat`` (its local path, kind, ...).
+        """
+        raise self.unsupported("LoRA adapters", "adapter")
+
+    async def remove_adapter(self, name: str) -> None:
+        """Unload the adapter ``name`` (the router has let every request using it finish)."""
+        raise self.unsupported("LoRA adapters", "adapter")
 
     async def check_health(self) -> None:  # noqa: B027 - optional hook
         """Raise if the engine is unusable."""

@@ -1,9 +1,11 @@
 """A no-op engine that echoes the last user message word by word.
 
 It serves plumbing tests and the router benchmark (``custom/echo``): everything above the backend — router, queue,
-stat, client, CLI, gateway — runs for real, with no model cost. Its options can add per-token delay or inject
-failures, so fault paths are testable without a real engine failing on cue, and ``echo_params`` makes it answer
-with the sampling parameters it received, so a test can see exactly what reached the engine.
+stat, client, CLI, gateway — runs for real, with no model cost. An adapter added to an echo alias makes the
+answer start with ``[NAME]``, so adapter routing (registry, restarts, scale-up) is testable without a model. Its
+options can add per-token delay or inject failures, so fault paths are testable without a real engine failing on
+cue, and ``echo_params`` makes it answer with the sampling parameters it received, so a test can see exactly what
+reached the engine.
 
 Example:
     byzer-like deploy --pretrained_model_type custom/echo --model echo --infer_params token_delay_s=0.01
@@ -13,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import AsyncIterator, ClassVar
+from typing import Any, AsyncIterator, ClassVar
 
 from pydantic import Field
 
 from byzer_like.backends.base import Backend, EngineOptions
-from byzer_like.errors import BackendError, ModelLoadError
+from byzer_like.errors import BackendError, InvalidRequestError, ModelLoadError
 from byzer_like.protocol import (
     ChatRequest,
     Chunk,
@@ -28,6 +30,7 @@ from byzer_like.protocol import (
     SamplingParams,
     Usage,
 )
+from byzer_like.spec import AdapterSpec
 
 
 class EchoOptions(EngineOptions):
@@ -50,6 +53,33 @@ class EchoBackend(Backend):
     default_stream_interval_ms = 0.0  # already paced by the upstream (or a test fixture): pass chunks through
     options: EchoOptions
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.adapters: dict[str, AdapterSpec] = {}
+
+    async def add_adapter(self, adapter: AdapterSpec) -> dict[str, Any]:
+        """Remember the adapter; its answers start with ``[NAME]`` (a source ``fail`` fails, for tests)."""
+        if adapter.source == "fail":
+            raise InvalidRequestError(f"adapter '{adapter.name}' failed to load on purpose (source 'fail')",
+                                      param="source")
+        self.adapters[adapter.name] = adapter
+        return {"kind": "echo"}
+
+    async def remove_adapter(self, name: str) -> None:
+        """Forget the adapter."""
+        self.adapters.pop(name, None)
+
+    def _tagged(self, text: str, adapter: str | None) -> str:
+        if adapter is None:
+            return text
+        if adapter not in self.adapters:
+            raise BackendError(f"adapter '{adapter}' is not loaded on worker {self.index}")
+        return f"[{adapter}] {text}"
+
+    def describe(self) -> dict[str, Any]:
+        """The adapters this worker holds."""
+        return {"adapters": sorted(self.adapters)}
+
     async def start(self) -> None:
         """Fail on purpose when ``load_error`` is set."""
         if self.options.load_error:
@@ -59,14 +89,14 @@ class EchoBackend(Backend):
         """Echo the last message's text."""
         self.check_params(req)
         text = self._params_json(req) if self.options.echo_params else None
-        async for chunk in self._echo(req.messages[-1].text(), req.max_tokens, whole=text):
+        async for chunk in self._echo(self._tagged(req.messages[-1].text(), req.adapter), req.max_tokens, whole=text):
             yield chunk
 
     async def complete(self, req: CompletionRequest) -> AsyncIterator[Chunk]:
         """Echo the prompt."""
         self.check_params(req)
         text = self._params_json(req) if self.options.echo_params else None
-        async for chunk in self._echo(req.prompt, req.max_tokens, whole=text):
+        async for chunk in self._echo(self._tagged(req.prompt, req.adapter), req.max_tokens, whole=text):
             yield chunk
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:

@@ -13,14 +13,16 @@ def _messages(text: str, system: str | None) -> list[dict[str, str]]:
     return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
 
 
-def _params(max_tokens: int | None, temperature: float | None) -> dict[str, Any]:
-    return {k: v for k, v in {"max_tokens": max_tokens, "temperature": temperature}.items() if v is not None}
+def _params(max_tokens: int | None, temperature: float | None, adapter: str | None) -> dict[str, Any]:
+    given = {"max_tokens": max_tokens, "temperature": temperature, "adapter": adapter}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _sampling_options(func: Any) -> Any:
     func = click.option("--system", help="A system prompt.")(func)
     func = click.option("--max-tokens", "--max_tokens", "max_tokens", type=int, help="Most tokens to generate.")(func)
     func = click.option("--temperature", type=float, help="Sampling temperature.")(func)
+    func = click.option("--adapter", metavar="NAME", help="Answer with this LoRA adapter of the alias.")(func)
     return click.option("--timeout", type=float, help="Give up after this many seconds.")(func)
 
 
@@ -31,13 +33,13 @@ def _sampling_options(func: Any) -> Any:
 @click.option("--no-stream", is_flag=True, help="Print the answer when complete instead of streaming it.")
 @ray_address_option
 def chat(alias: str, text: str, system: str | None, max_tokens: int | None, temperature: float | None,
-         timeout: float | None, no_stream: bool, ray_address: str) -> None:
+         adapter: str | None, timeout: float | None, no_stream: bool, ray_address: str) -> None:
     """Chat with ALIAS; the answer streams to the terminal."""
     from byzer_like.client import Client
 
     connect_cli(ray_address)
     client = Client(alias, timeout=timeout)
-    messages, params = _messages(text, system), _params(max_tokens, temperature)
+    messages, params = _messages(text, system), _params(max_tokens, temperature, adapter)
     if no_stream:
         click.echo(client.chat(messages, **params).text)
         return
@@ -53,12 +55,13 @@ def chat(alias: str, text: str, system: str | None, max_tokens: int | None, temp
 @_sampling_options
 @ray_address_option
 def query(alias: str, text: str, system: str | None, max_tokens: int | None, temperature: float | None,
-          timeout: float | None, ray_address: str) -> None:
+          adapter: str | None, timeout: float | None, ray_address: str) -> None:
     """Chat the byzerllm way: ``query --model ALIAS --query TEXT`` prints the whole answer."""
     from byzer_like.client import Client
 
     connect_cli(ray_address)
-    click.echo(Client(alias, timeout=timeout).chat(_messages(text, system), **_params(max_tokens, temperature)).text)
+    params = _params(max_tokens, temperature, adapter)
+    click.echo(Client(alias, timeout=timeout).chat(_messages(text, system), **params).text)
 
 
 COMMANDS = [chat, query]

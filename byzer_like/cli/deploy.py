@@ -18,7 +18,7 @@ _INFER_FLAGS = ("--infer_params", "--infer-params")
 
 
 def expand_infer_params(args: list[str]) -> list[str]:
-    """byzerllm writes ``--infer_params a=1 b=2 --model x``; click wants ``--infer_params a=1 --infer_params b=2``."""
+    """Byzerllm writes ``--infer_params a=1 b=2 --model x``; click wants ``--infer_params a=1 --infer_params b=2``."""
     out: list[str] = []
     collecting = False
     for token in args:
@@ -100,6 +100,8 @@ def apply_saas_flags(preset: str | None, flags: dict[str, Any]) -> dict[str, Any
 @_flag("--cpus_per_worker", type=float, help="CPUs per worker [backend default; llama.cpp threads follow it].")
 @_flag("--gpus_per_worker", type=float, help="GPUs per worker [0].")
 @_flag("--infer_params", multiple=True, metavar="K=V ...", help="Engine/provider options, byzerllm style.")
+@_flag("--adapters", "--adapter", multiple=True, metavar="NAME=SOURCE",
+       help="LoRA adapter to load on every worker (repeat for more): PEFT folder, GGUF LoRA, or URL.")
 @_flag("--resources", multiple=True, metavar="NAME=N", help="Custom Ray resources per worker.")
 @_flag("--max_queue", type=int, help="Requests that may wait when all slots are busy [256].")
 @_flag("--max_queue_size", type=int, help="Same as --max_queue (seed 003's name).")

@@ -33,9 +33,9 @@ def main() -> None:
 
 def register() -> None:
     """Attach every subcommand (imported here so ``byzer_like.cli.main`` stays import-light)."""
-    from byzer_like.cli import chat, cluster, deploy, embed, models, serve, stat
+    from byzer_like.cli import adapters, chat, cluster, deploy, embed, models, serve, stat
 
-    for module in (deploy, chat, stat, cluster, embed, models, serve):
+    for module in (deploy, chat, stat, cluster, embed, models, serve, adapters):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -30,6 +30,9 @@ def render_table(stat: dict[str, Any]) -> str:
                      f"{stat['errors'][i]:>7} {stat['workers_last_work_time'][i]:>10} "
                      f"{cells[0]:>8} {cells[1]:>8} {cells[2]:>8} {stat['completion_tokens'][i]:>8} "
                      f"{stat['tokens_per_s'][i]:>7} {stat['restarts'][i]:>8}  {'yes' if stat['healthy'][i] else 'NO'}")
+    for a in stat.get("adapters", []):
+        lines.append(f"  adapter {a['name']} ({a['phase']}): {a['requests']} requests, {a['running']} running, "
+                     f"{a['errors']} errors")
     for event in stat.get("events", [])[-3:]:
         when = time.strftime("%H:%M:%S", time.localtime(event["time"]))
         lines.append(f"  {when} workers {event['from']} -> {event['to']}: {event['why']}")

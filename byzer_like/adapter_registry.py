@@ -1,0 +1,148 @@
+"""The router's registry of an alias's LoRA adapters: which exist, which requests use them, when one may go.
+
+The registry is the source of truth for "which adapters does this alias serve": every worker loads every adapter
+in it (workers started later too), requests naming an adapter outside it are a 404, and an adapter being removed
+takes no new request while the ones using it finish.
+
+Example:
+    >>> reg = AdapterRegistry("smol", [AdapterSpec(name="banana", source="/lora")])
+    >>> with reg.using("banana"):
+    ...     pass
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+from byzer_like.errors import AliasExistsError, ModelNotFoundError
+from byzer_like.spec import AdapterSpec
+
+LOADING, READY, REMOVING = "loading", "ready", "removing"
+
+
+@dataclass
+class AdapterEntry:
+    """One adapter of the alias and its counters."""
+
+    spec: AdapterSpec
+    phase: str = LOADING
+    requests: int = 0
+    running: int = 0
+    errors: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+    def stat(self) -> dict[str, Any]:
+        """What ``stat`` shows of this adapter (the source without credentials)."""
+        return {"name": self.spec.name, "source": display_source(self.spec.source), "scale": self.spec.scale,
+                "phase": self.phase, "requests": self.requests, "running": self.running, "errors": self.errors,
+                **{k: v for k, v in self.info.items() if k in ("kind", "rank", "alpha")}}
+
+
+class AdapterRegistry:
+    """The adapters of one alias.
+
+    Args:
+        alias: The alias (for messages).
+        adapters: Adapters given at deploy time (loaded by every worker before it serves).
+    """
+
+    def __init__(self, alias: str, adapters: Iterable[AdapterSpec] = ()) -> None:
+        self.alias = alias
+        self.entries: dict[str, AdapterEntry] = {a.name: AdapterEntry(a) for a in adapters}
+
+    def to_load(self, loaded: set[str]) -> list[AdapterSpec]:
+        """Adapters a new worker still has to load (being added counts; being removed does not)."""
+        return [e.spec for name, e in self.entries.items() if name not in loaded and e.phase != REMOVING]
+
+    def mark_ready(self, name: str | None = None, info: dict[str, Any] | None = None) -> None:
+        """Adapter ``name`` (default: every loading one) now serves requests."""
+        for entry in self.entries.values() if name is None else [self.entries[name]]:
+            if entry.phase == LOADING:
+                entry.phase = READY
+                entry.info = info or entry.info
+
+    def begin_add(self, adapter: AdapterSpec) -> AdapterEntry:
+        """Register a new adapter as loading.
+
+        Raises:
+            AliasExistsError: the name is taken (remove it first).
+        """
+        if (old := self.entries.get(adapter.name)) is not None:
+            raise AliasExistsError(f"adapter '{adapter.name}' already exists on '{self.alias}' ({old.phase}); "
+                                   f"remove it first: `byzer-like adapters remove {self.alias} {adapter.name}`",
+                                   param="adapter")
+        entry = self.entries[adapter.name] = AdapterEntry(adapter)
+        return entry
+
+    def drop(self, name: str) -> None:
+        """Forget adapter ``name``."""
+        self.entries.pop(name, None)
+
+    def get(self, name: str) -> AdapterEntry:
+        """The serving adapter ``name``.
+
+        Raises:
+            ModelNotFoundError: no such adapter (or it is being added or removed).
+        """
+        entry = self.entries.get(name)
+        if entry is None or entry.phase != READY:
+            have = ", ".join(sorted(n for n, e in self.entries.items() if e.phase == READY)) or "none"
+            state = "" if entry is None else f" (it is {entry.phase})"
+            raise ModelNotFoundError(f"adapter '{name}' is not loaded on '{self.alias}'{state}; its adapters: {have}; "
+                                     f"add one with `byzer-like adapters add {self.alias} {name} SOURCE`",
+                                     param="adapter", code="adapter_not_found")
+        return entry
+
+    @contextlib.contextmanager
+    def using(self, name: str | None) -> Iterator[None]:
+        """Count one request on adapter ``name`` while it runs (``None``: the base model, nothing counted)."""
+        if name is None:
+            yield
+            return
+        entry = self.get(name)
+        entry.requests += 1
+        entry.running += 1
+        entry.idle.clear()
+        try:
+            yield
+        except BaseException:
+            entry.errors += 1
+            raise
+        finally:
+            entry.running -= 1
+            if entry.running == 0:
+                entry.idle.set()
+
+    async def begin_remove(self, name: str, timeout_s: float) -> AdapterEntry:
+        """Stop new requests on ``name`` and wait (up to ``timeout_s``) for the running ones to end."""
+        entry = self.get(name)
+        entry.phase = REMOVING
+        try:
+            await asyncio.wait_for(entry.idle.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            entry.phase = READY
+            raise
+        return entry
+
+    def stat(self) -> list[dict[str, Any]]:
+        """Each adapter's name, source, phase and request counts."""
+        return [entry.stat() for entry in self.entries.values()]
+
+
+def display_source(source: str) -> str:
+    """``source`` as shown to users: a URL loses its credentials and query string (tokens live there)."""
+    parts = urllib.parse.urlsplit(source)
+    if not parts.scheme or not parts.netloc:
+        return source
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
