@@ -1,5 +1,8 @@
 """Reaching aliases from the gateway: one cached ``AsyncClient`` per alias, re-resolved when its router is gone.
 
+A model name is an alias, ``ALIAS:ADAPTER`` (Ray Serve LLM's spelling for a LoRA adapter of an alias), or a bare
+adapter name that exactly one alias serves; requests to an adapter carry ``adapter=`` down to the router.
+
 A cached client whose router actor was undeployed (or replaced by a redeploy) fails with
 ``BackendUnavailableError``; we then look the alias up afresh: gone -> 404, redeployed -> retry once on the new
 router (nothing was sent to the caller yet, so the retry is safe).
@@ -12,8 +15,10 @@ from typing import Any, AsyncIterator
 
 from byzer_like._ray import get_actor, translate
 from byzer_like.client import AsyncClient
-from byzer_like.errors import BackendUnavailableError, ByzerLikeError
+from byzer_like.errors import BackendUnavailableError, ByzerLikeError, InvalidRequestError, ModelNotFoundError
 from byzer_like.pool import list_aliases
+
+ADAPTER_METHODS = frozenset({"chat", "stream", "complete", "stream_complete"})
 
 
 class Aliases:
@@ -50,8 +55,44 @@ class Aliases:
             return False
         return True
 
+    async def target(self, model: str) -> tuple[str, str | None]:
+        """``(alias, adapter)`` for a model name: ``ALIAS``, ``ALIAS:ADAPTER`` or an adapter name of one alias.
+
+        Raises:
+            ModelNotFoundError: no alias or adapter has this name.
+            InvalidRequestError: several aliases have an adapter of this name (say which with ``ALIAS:NAME``).
+        """
+        if ":" in model:
+            alias, adapter = model.split(":", 1)
+            return alias, adapter
+        if model in self._clients:
+            return model, None
+        try:
+            get_actor(model)
+            return model, None
+        except ModelNotFoundError:
+            owners = await self._adapter_owners(model)
+            if len(owners) == 1:
+                return owners[0], model
+            if owners:
+                raise InvalidRequestError(f"adapter '{model}' exists on several aliases ({', '.join(owners)}); "
+                                          f"name one as ALIAS:{model}", param="model") from None
+            raise
+
+    async def _adapter_owners(self, name: str) -> list[str]:
+        aliases = await self.names()
+        found = await asyncio.gather(*(self._has_adapter(a, name) for a in aliases))
+        return [alias for alias, has in zip(aliases, found, strict=True) if has]
+
+    async def _has_adapter(self, alias: str, name: str) -> bool:
+        try:
+            return any(a["name"] == name for a in await self.client(alias).adapters())
+        except ByzerLikeError:
+            return False
+
     async def call(self, alias: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        """``await client.<method>(...)`` on the alias."""
+        """``await client.<method>(...)`` on the alias (``alias`` may name an adapter: see :meth:`target`)."""
+        alias = await self._with_adapter(alias, method, kwargs)
         try:
             return await getattr(self.client(alias), method)(*args, **kwargs)
         except BackendUnavailableError:
@@ -61,6 +102,7 @@ class Aliases:
 
     async def stream(self, alias: str, method: str, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         """``client.<method>(...)`` streamed; re-resolves the alias only before the first chunk."""
+        alias = await self._with_adapter(alias, method, kwargs)
         started = False
         gen = getattr(self.client(alias), method)(*args, **kwargs)
         try:
@@ -76,6 +118,15 @@ class Aliases:
                 yield item
         finally:
             await gen.aclose()
+
+    async def _with_adapter(self, model: str, method: str, kwargs: dict[str, Any]) -> str:
+        alias, adapter = await self.target(model)
+        if adapter is not None:
+            if method not in ADAPTER_METHODS:
+                raise InvalidRequestError(f"'{model}' is a LoRA adapter; adapters answer chat and completion "
+                                          f"requests only: use the alias '{alias}' here", param="model")
+            kwargs.setdefault("adapter", adapter)
+        return alias
 
     async def health(self, alias: str) -> list[str | None]:
         """Per worker of ``alias``: None when healthy, else the problem (asks the router directly)."""

@@ -35,8 +35,8 @@ class Grant:
     aliases: frozenset[str] | None = None
 
     def allows(self, alias: str) -> bool:
-        """True when this grant covers ``alias``."""
-        return self.aliases is None or alias in self.aliases
+        """True when this grant covers ``alias`` (an ``ALIAS:ADAPTER`` model name is covered by its alias)."""
+        return self.aliases is None or alias in self.aliases or alias.split(":", 1)[0] in self.aliases
 
     def require(self, alias: str) -> None:
         """Raise unless this grant covers ``alias``.

@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from byzer_like.errors import InvalidRequestError, UnsupportedError
+from byzer_like.errors import InvalidRequestError, ModelNotFoundError, UnsupportedError
 from byzer_like.gateway.auth import Grant
 from byzer_like.gateway.deps import aliases_of, grant_of
 from byzer_like.gateway.errors import request_id_of
@@ -200,8 +200,14 @@ async def models(request: Request, grant: Grant = Depends(grant_of)) -> JSONResp
 async def model(model: str, request: Request, grant: Grant = Depends(grant_of)) -> JSONResponse:
     """One alias's card."""
     grant.require(model)
-    cards = await _card(aliases_of(request), model, strict=True)
-    return JSONResponse(cards[0])
+    aliases = aliases_of(request)
+    alias, adapter = await aliases.target(model)
+    cards = await _card(aliases, alias, strict=True)
+    wanted = alias if adapter is None else f"{alias}:{adapter}"
+    card = next((c for c in cards if c["id"] == wanted), None)
+    if card is None:
+        raise ModelNotFoundError(f"'{alias}' has no adapter '{adapter}'", param="model", code="adapter_not_found")
+    return JSONResponse(card)
 
 
 async def _card(aliases: Any, alias: str, strict: bool = False) -> list[dict[str, Any]]:
@@ -213,5 +219,5 @@ async def _card(aliases: Any, alias: str, strict: bool = False) -> list[dict[str
         return []  # undeployed between listing and asking
     card = {"id": alias, "object": "model", "created": int(time.time() - stat.get("uptime_s", 0)),
             "owned_by": "byzer_like", "backend": stat.get("backend")}
-    adapters = stat.get("adapters") or []
-    return [card] + [{**card, "id": f"{alias}:{a}", "parent": alias} for a in adapters]
+    adapters = [a["name"] for a in stat.get("adapters") or [] if a.get("phase") == "ready"]
+    return [card] + [{**card, "id": f"{alias}:{a}", "parent": alias, "root": alias} for a in adapters]

@@ -35,6 +35,7 @@ class SimpleRequest(BaseModel):
     top_k: int | None = Field(default=None, ge=0)
     temperature: float | None = Field(default=None, ge=0, le=2)
     repetition_penalty: float | None = Field(default=None, gt=0)
+    adapter_name: str | None = Field(default=None, description="LoRA adapter of the alias to answer with (seed 000).")
 
     def messages(self) -> list[dict[str, str]]:
         """The history and the prompt as chat messages."""
@@ -46,7 +47,8 @@ class SimpleRequest(BaseModel):
     def params(self) -> dict[str, Any]:
         """Sampling parameters the caller set."""
         values = {"max_tokens": self.max_length, "top_p": self.top_p, "top_k": self.top_k,
-                  "temperature": self.temperature, "repetition_penalty": self.repetition_penalty}
+                  "temperature": self.temperature, "repetition_penalty": self.repetition_penalty,
+                  "adapter": self.adapter_name}
         return {k: v for k, v in values.items() if v is not None}
 
 
@@ -56,6 +58,7 @@ class PromptBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompt: str
+    adapter_name: str | None = None
 
 
 @router.post("/{alias}/", response_model=None)
@@ -70,17 +73,19 @@ async def root(alias: str, body: TGIRequest | SimpleRequest, request: Request,
                          "status": 200, "time": datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")})
 
 
-async def _plain(alias: str, prompt: str, request: Request) -> PlainTextResponse:
-    answer = await aliases_of(request).call(alias, "chat", prompt)
+async def _plain(alias: str, prompt: str, request: Request, adapter: str | None) -> PlainTextResponse:
+    params = {"adapter": adapter} if adapter else {}
+    answer = await aliases_of(request).call(alias, "chat", prompt, **params)
     return PlainTextResponse(answer.text)
 
 
 @router.get("/{alias}/chat")
 async def chat_get(alias: str, request: Request, prompt: str = Query(min_length=1),
+                   adapter_name: str | None = Query(default=None),
                    grant: Grant = Depends(grant_of)) -> PlainTextResponse:
-    """Seed 003: ``GET /<alias>/chat?prompt=...`` -> text/plain."""
+    """Seed 003: ``GET /<alias>/chat?prompt=...`` -> text/plain (``adapter_name``: a LoRA adapter, seed 000)."""
     grant.require(alias)
-    return await _plain(alias, prompt, request)
+    return await _plain(alias, prompt, request, adapter_name)
 
 
 @router.post("/{alias}/chat")
@@ -88,4 +93,4 @@ async def chat_post(alias: str, body: PromptBody, request: Request,
                     grant: Grant = Depends(grant_of)) -> PlainTextResponse:
     """Seed 003: ``POST /<alias>/chat`` ``{"prompt"}`` -> text/plain."""
     grant.require(alias)
-    return await _plain(alias, body.prompt, request)
+    return await _plain(alias, body.prompt, request, body.adapter_name)

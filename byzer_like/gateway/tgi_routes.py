@@ -55,8 +55,7 @@ class TGIParameters(BaseModel):
         Raises:
             UnsupportedError: for a TGI feature set to a non-neutral value we cannot honour.
         """
-        for name in ("decoder_input_details", "watermark", "truncate", "typical_p", "top_n_tokens", "grammar",
-                     "adapter_id"):
+        for name in ("decoder_input_details", "watermark", "truncate", "typical_p", "top_n_tokens", "grammar"):
             if getattr(self, name) not in (None, False):
                 raise UnsupportedError(f"parameter '{name}' is not supported", param=f"parameters.{name}")
         if self.best_of not in (None, 1):
@@ -66,6 +65,8 @@ class TGIParameters(BaseModel):
         params["max_tokens"] = params.pop("max_new_tokens", None)
         if self.stop:
             params["stop"] = self.stop
+        if self.adapter_id:
+            params["adapter"] = self.adapter_id  # a LoRA adapter of the alias (404 when it has none of that name)
         if not self.do_sample and not any(getattr(self, k) is not None for k in _SAMPLING_FIELDS):
             params["temperature"] = 0.0  # TGI: do_sample false means greedy decoding
         return {k: v for k, v in params.items() if v is not None}

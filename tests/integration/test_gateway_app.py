@@ -295,3 +295,44 @@ async def test_metrics_count_requests(echo_aliases):
         await c.post("/v1/chat/completions", json=CHAT)
         text = (await c.get("/metrics")).text
     assert 'byzer_like_gateway_requests_total{route="/v1/chat/completions",status="200"} 1.0' in text
+
+
+async def test_adapters_by_model_name_tgi_adapter_id_and_adapter_name(echo_aliases):
+    from byzer_like import Client
+
+    client = Client("gw_echo")
+    client.add_adapter("gwlora", "x")
+    try:
+        async with _client() as c:
+            models = (await c.get("/v1/models")).json()["data"]
+            card = await c.get("/v1/models/gw_echo:gwlora")
+            qualified = await c.post("/v1/chat/completions", json={
+                "model": "gw_echo:gwlora", "messages": [{"role": "user", "content": "hi there"}]})
+            plain = await c.post("/v1/chat/completions", json={
+                "model": "gwlora", "messages": [{"role": "user", "content": "hi there"}], "stream": True})
+            base = await c.post("/v1/completions", json={"model": "gw_echo", "prompt": "hi there"})
+            completion = await c.post("/v1/completions", json={"model": "gw_echo:gwlora", "prompt": "p q"})
+            tgi = await c.post("/gw_echo/generate", json={"inputs": "a b", "parameters": {"adapter_id": "gwlora"}})
+            seed = await c.post("/gw_echo/", json={"prompt": "yo", "adapter_name": "gwlora"})
+            get = await c.get("/gw_echo/chat", params={"prompt": "yo", "adapter_name": "gwlora"})
+            missing = await c.post("/v1/chat/completions", json={
+                "model": "gw_echo:nope", "messages": [{"role": "user", "content": "hi"}]})
+            tgi_missing = await c.post("/gw_echo/generate", json={"inputs": "a", "parameters": {"adapter_id": "no"}})
+            embed = await c.post("/v1/embeddings", json={"model": "gw_echo:gwlora", "input": "x"})
+    finally:
+        client.remove_adapter("gwlora")
+    lora = next(m for m in models if m["id"] == "gw_echo:gwlora")
+    assert lora["parent"] == "gw_echo" and card.json()["parent"] == "gw_echo"
+    assert qualified.json()["choices"][0]["message"]["content"] == "[gwlora] hi there"
+    assert qualified.json()["model"] == "gw_echo:gwlora"
+    text = "".join(json.loads(e)["choices"][0]["delta"].get("content", "") for e in _sse(plain.text)[:-1]
+                   if json.loads(e)["choices"])
+    assert text == "[gwlora] hi there"
+    assert base.json()["choices"][0]["text"] == "hi there"
+    assert completion.json()["choices"][0]["text"] == "[gwlora] p q"
+    assert tgi.json()[0]["generated_text"] == "[gwlora] a b"
+    assert seed.json()["response"] == "[gwlora] yo" and get.text == "[gwlora] yo"
+    err = _assert_error(missing, 404)
+    assert "adapter 'nope'" in err["message"]
+    assert "adapter 'no'" in _assert_error(tgi_missing, 404)["message"]
+    _assert_error(embed, 400, "model")
