@@ -23,7 +23,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, ClassVar, TypeVar
 from pydantic import Field, SecretStr
 
 from byzer_like.backends.base import Backend, EngineOptions
-from byzer_like.errors import ByzerLikeError, RateLimitError, UnsupportedError, UpstreamError
+from byzer_like.errors import BackendError, ByzerLikeError, RateLimitError, UnsupportedError, UpstreamError
 from byzer_like.protocol import (
     ChatRequest,
     Chunk,
@@ -40,7 +40,7 @@ from byzer_like.protocol import (
 from byzer_like.saas.errors import ErrorMap
 from byzer_like.saas.retry import RetryPolicy, call_with_retries, stream_with_retries
 from byzer_like.saas.secrets import SECRET_FIELDS, read_secret, seal_secrets
-from byzer_like.spec import DeploySpec
+from byzer_like.spec import AdapterSpec, DeploySpec
 
 T = TypeVar("T")
 
@@ -90,6 +90,7 @@ class SaasBackend(Backend):
         self.policy = RetryPolicy(self.options.max_retries, self.options.retry_base_s, self.options.retry_max_s,
                                   self.options.retry_budget_s)
         self.client: Any = None
+        self.adapter_models: dict[str, str] = {}
 
     # -- provider hooks ------------------------------------------------------------------------------------
     @classmethod
@@ -141,6 +142,24 @@ class SaasBackend(Backend):
         fields = self.options_model.model_fields
         return {name: read_secret(getattr(self.options, name), getattr(self.options, f"{name}_file", None), name)
                 for name in SECRET_FIELDS if name in fields}
+
+    async def add_adapter(self, adapter: AdapterSpec) -> dict[str, Any]:
+        """An adapter of a SaaS alias is an upstream model (a fine-tuned one): requests naming it ask that model."""
+        self.adapter_models[adapter.name] = adapter.source
+        return {"kind": "upstream-model"}
+
+    async def remove_adapter(self, name: str) -> None:
+        """Forget the adapter's model."""
+        self.adapter_models.pop(name, None)
+
+    def model_for(self, req: ChatRequest) -> str:
+        """The upstream model of a request: its adapter's, else the alias's."""
+        if req.adapter is None:
+            return self.options.model
+        try:
+            return self.adapter_models[req.adapter]
+        except KeyError:
+            raise BackendError(f"adapter '{req.adapter}' is not loaded on worker {self.index}") from None
 
     async def chat(self, req: ChatRequest) -> AsyncIterator[Chunk]:
         """Stream the answer, retrying before the first chunk; count usage and time."""

@@ -111,7 +111,7 @@ class BedrockBackend(SaasBackend):
     def request_kwargs(self, req: ChatRequest) -> dict[str, Any]:
         """The ConverseStream arguments: system lifted, content blocks, inferenceConfig."""
         system = [{"text": m.text()} for m in req.messages if m.role in ("system", "developer")]
-        kwargs: dict[str, Any] = {"modelId": self.options.model,
+        kwargs: dict[str, Any] = {"modelId": self.model_for(req),
                                   "messages": [to_converse(m) for m in req.messages
                                                if m.role not in ("system", "developer")]}
         if system:

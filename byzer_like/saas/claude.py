@@ -80,7 +80,7 @@ class ClaudeBackend(SaasBackend):
     def request_kwargs(self, req: ChatRequest) -> dict[str, Any]:
         """The Messages API body: system lifted out, content converted, params renamed."""
         system = "\n\n".join(m.text() for m in req.messages if m.role in ("system", "developer"))
-        kwargs: dict[str, Any] = {"model": self.options.model, "max_tokens": self.options.max_tokens,
+        kwargs: dict[str, Any] = {"model": self.model_for(req), "max_tokens": self.options.max_tokens,
                                   "messages": [to_claude(m) for m in req.messages if m.role not in ("system",
                                                                                                     "developer")],
                                   **self.params(req, {"max_tokens": "max_tokens", "stop": "stop_sequences"})}

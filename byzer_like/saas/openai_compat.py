@@ -121,7 +121,7 @@ class OpenAIBackend(SaasBackend):
 
     def request_kwargs(self, req: ChatRequest) -> dict[str, Any]:
         """The body of one chat completion request."""
-        kwargs: dict[str, Any] = {"model": self.options.model, "stream": True,
+        kwargs: dict[str, Any] = {"model": self.model_for(req), "stream": True,
                                   "messages": [m.model_dump(exclude_none=True) for m in req.messages],
                                   **self.params(req, OPENAI_PARAMS)}
         extra = {k: getattr(req, k) for k in self.options.extra_params if getattr(req, k, None) is not None}

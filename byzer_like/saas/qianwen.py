@@ -73,7 +73,7 @@ class QianwenBackend(SaasBackend):
 
     async def stream_chat(self, req: ChatRequest) -> AsyncIterator[Chunk]:
         """One SSE generation call; ``incremental_output`` makes each event a delta."""
-        body = {"model": self.options.model, "input": {"messages": [self.to_message(m) for m in req.messages]},
+        body = {"model": self.model_for(req), "input": {"messages": [self.to_message(m) for m in req.messages]},
                 "parameters": {"result_format": "message", "incremental_output": True,
                                **self.params(req, QWEN_PARAMS)}}
         headers = {"X-DashScope-SSE": "enable", "Accept": "text/event-stream"}

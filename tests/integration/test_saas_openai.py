@@ -213,3 +213,23 @@ def test_azure_openai_seed_command_line(cli, up):
         assert got.headers.get("api-key") == KEY
     finally:
         cli("undeploy", "azure_gpt4o", "--force")
+
+
+def test_adapters_are_upstream_models(cli, up, ray_cluster):
+    """``saas.adapters.NAME=MODEL`` at deploy and ``adapters add`` later: each names a (fine-tuned) upstream model."""
+    deploy = cli("deploy", "--pretrained_model_type", "saas/openai", "--model", "oa_ft",
+                 "--infer_params", f"saas.base_url={up.url}/v1", f"saas.api_key={KEY}", "saas.model=gpt-4o-mini",
+                 "saas.adapters.support=ft:gpt-4o-mini:acme:support:abc123")
+    assert deploy.returncode == 0, deploy.stderr
+    try:
+        client = Client("oa_ft")
+        assert client.chat("hi").text == "echo: hi" and up.received[-1].body["model"] == "gpt-4o-mini"
+        client.chat("hi", adapter="support")
+        assert up.received[-1].body["model"] == "ft:gpt-4o-mini:acme:support:abc123"
+        client.add_adapter("legal", "ft:gpt-4o-mini:acme:legal:xyz")
+        "".join(c.text for c in client.stream("yo", adapter="legal"))
+        assert up.received[-1].body["model"] == "ft:gpt-4o-mini:acme:legal:xyz"
+        assert "adapter" not in up.received[-1].body
+        assert [a["name"] for a in client.adapters()] == ["support", "legal"]
+    finally:
+        cli("undeploy", "oa_ft", "--force")
