@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
@@ -22,6 +23,7 @@ from byzer_like.errors import AliasExistsError, ModelNotFoundError
 from byzer_like.spec import AdapterSpec
 
 LOADING, READY, REMOVING = "loading", "ready", "removing"
+KV_NAMESPACE = "byzer_like_adapters"  # Ray's internal KV (in the GCS): an alias's adapters outlive its router
 
 
 @dataclass
@@ -136,6 +138,10 @@ class AdapterRegistry:
         """Each adapter's name, source, phase and request counts."""
         return [entry.stat() for entry in self.entries.values()]
 
+    def specs(self) -> list[AdapterSpec]:
+        """The adapters that serve or are being added (what a restarted router must load)."""
+        return [e.spec for e in self.entries.values() if e.phase != REMOVING]
+
 
 def display_source(source: str) -> str:
     """``source`` as shown to users: a URL loses its credentials and query string (tokens live there)."""
@@ -146,3 +152,26 @@ def display_source(source: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def save(alias: str, adapters: Iterable[AdapterSpec]) -> None:
+    """Keep ``alias``'s adapter list in the cluster, so a restarted router serves them again."""
+    from ray.experimental.internal_kv import _internal_kv_put
+
+    data = json.dumps([a.model_dump() for a in adapters])
+    _internal_kv_put(alias, data, overwrite=True, namespace=KV_NAMESPACE)
+
+
+def load(alias: str) -> list[AdapterSpec] | None:
+    """The adapter list kept for ``alias`` (None when nothing was kept)."""
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    data = _internal_kv_get(alias, namespace=KV_NAMESPACE)
+    return None if data is None else [AdapterSpec.model_validate(a) for a in json.loads(data)]
+
+
+def forget(alias: str) -> None:
+    """Drop what was kept for ``alias`` (undeploy)."""
+    from ray.experimental.internal_kv import _internal_kv_del
+
+    _internal_kv_del(alias, namespace=KV_NAMESPACE)

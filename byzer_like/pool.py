@@ -135,7 +135,10 @@ def undeploy(alias: str, *, force: bool = False, address: str | None = None) -> 
 
 
 def _remove(alias: str, num_workers: int) -> None:
-    """Kill the router and workers of ``alias`` by name, whatever state they are in."""
+    """Kill the router and workers of ``alias`` by name, whatever state they are in; forget its adapters."""
+    from byzer_like import adapter_registry
+
+    adapter_registry.forget(alias)
     names = set(named_actors())
     targets = [alias] + [f"{alias}{_WORKER_MARK}{i}" for i in range(num_workers)]
     targets += [n for n in names if n.startswith(alias + _WORKER_MARK) and n not in targets]

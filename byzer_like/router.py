@@ -30,6 +30,7 @@ import ray
 from ray import exceptions as rex
 
 from byzer_like._ray import NAMESPACE, translate
+from byzer_like import adapter_registry
 from byzer_like.adapter_registry import AdapterRegistry
 from byzer_like.autoscale import LoadSample, ScalerState, decide
 from byzer_like.errors import BackendUnavailableError, ByzerLikeError, ModelLoadError
@@ -105,6 +106,7 @@ class Router:
             err = translate(exc)
             raise err if isinstance(err, ModelLoadError) else ModelLoadError(err.message) from None
         self.adapters.mark_ready()
+        adapter_registry.save(self.spec.alias, self.adapters.specs())
         self._event(0, len(rows), "deployed")
         self._start_loop()
 
@@ -119,7 +121,9 @@ class Router:
                              handle=ray.get_actor(name, namespace=NAMESPACE))
             self.slots.table.append(row)
             self.next_index = max(self.next_index, index + 1)
-        self.adapters.mark_ready()  # NOTE: adapters added after deploy are not known to a restarted router
+        kept = adapter_registry.load(self.spec.alias)  # NOTE: adapters added after deploy are kept in the GCS
+        self.adapters = AdapterRegistry(self.spec.alias, self.spec.adapters if kept is None else kept)
+        self.adapters.mark_ready()
         self._event(0, len(self.slots.table), "router restarted; re-attached to its workers")
         self.unwatched = list(self.slots.table)  # NOTE: no event loop runs in __init__; watched on first use
 
@@ -516,6 +520,7 @@ class Router:
             raise translate(failed[0]) from None
         info = next((res for res in results if isinstance(res, dict)), {})
         self.adapters.mark_ready(adapter.name, info)
+        adapter_registry.save(self.spec.alias, self.adapters.specs())
         self._event(self._live(), self._live(), f"adapter '{adapter.name}' added")
         return entry.stat()
 
@@ -525,6 +530,7 @@ class Router:
         rows = [r for r in self.slots.table if r.phase in (READY, DRAINING)]
         results = await asyncio.gather(*(r.handle.remove_adapter.remote(name) for r in rows), return_exceptions=True)
         self.adapters.drop(name)
+        adapter_registry.save(self.spec.alias, self.adapters.specs())
         self._event(self._live(), self._live(), f"adapter '{name}' removed")
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, WORKER_DIED):

@@ -132,3 +132,27 @@ def test_cli_deploy_flag_and_saas_style_mapping(ray_cluster):
         undeploy("ad_flag", force=True)
     out = run_cli("deploy", "--pretrained_model_type", "custom/echo", "--model", "ad_bad", "--adapters", "nosource")
     assert out.returncode == 2 and "NAME=SOURCE" in out.stderr
+
+
+def test_a_restarted_router_still_serves_adapters_added_at_runtime(deployed):
+    import ray
+
+    from byzer_like._ray import get_actor
+
+    deployed(echo_spec("ad_router", adapters=[{"name": "at_deploy", "source": "x"}]))
+    client = Client("ad_router")
+    client.add_adapter("at_runtime", "y")
+    client.remove_adapter("at_deploy")
+    router_pid = ray.get(get_actor("ad_router").__ray_call__.remote(lambda self: os.getpid()))
+    os.kill(router_pid, signal.SIGKILL)
+
+    def served():
+        try:
+            return Client("ad_router").chat("back", adapter="at_runtime").text == "[at_runtime] back"
+        except Exception:  # noqa: BLE001 - the router is restarting
+            return False
+
+    assert wait_for(served, timeout=60)
+    assert [a["name"] for a in Client("ad_router").adapters()] == ["at_runtime"]
+    with pytest.raises(ModelNotFoundError):
+        Client("ad_router").chat("x", adapter="at_deploy")
