@@ -29,8 +29,8 @@ from typing import Any, AsyncIterator
 import ray
 from ray import exceptions as rex
 
-from byzer_like._ray import NAMESPACE, translate
 from byzer_like import adapter_registry
+from byzer_like._ray import NAMESPACE, translate
 from byzer_like.adapter_registry import AdapterRegistry
 from byzer_like.autoscale import LoadSample, ScalerState, decide
 from byzer_like.errors import BackendUnavailableError, ByzerLikeError, ModelLoadError
