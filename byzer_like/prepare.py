@@ -123,6 +123,21 @@ def build_tiny_random(out: Path, progress: Progress) -> None:
     fast.save_pretrained(out)
 
 
+def build_smollm2_lora_demo(out: Path, progress: Progress) -> None:
+    """Train the demo LoRA (PEFT folder) on the prepared SmolLM2 folder: greedy answers start with 'Banana'."""
+    from byzer_like.lora_train import DEMO_WORD, train_demo_adapter
+
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        raise ModelLoadError("training the demo LoRA needs peft; "
+                             "run `pip install 'byzer-like[transformers]'`") from None
+    # NOTE: prepare_model stages ``out`` in a temporary folder inside the cache; the base folder is prepared there.
+    base = prepare_model("smollm2-hf", cache=out.parent.parent, progress=progress)
+    progress(f"training a LoRA that starts every answer with '{DEMO_WORD}' (~1 min on 2 cores)")
+    train_demo_adapter(base, out, progress=progress)
+
+
 PREPARED_MODELS: dict[str, PreparedModel] = {m.name: m for m in (
     PreparedModel("smollm2-hf", "SmolLM2-135M-Instruct-hf", build_smollm2_hf,
                   "SmolLM2-135M-Instruct as a Hugging Face folder (for vllm and transformers), ~260 MB"),
@@ -130,6 +145,8 @@ PREPARED_MODELS: dict[str, PreparedModel] = {m.name: m for m in (
                   "Gemma 3 270M base, one GGUF file (llama_cpp, transformers), 253 MB"),
     PreparedModel("tiny-random", "tiny-random-llama", build_tiny_random,
                   "a 2-layer random Llama with a ChatML tokenizer, 1.4 MB (tests: plumbing only)"),
+    PreparedModel("smollm2-lora-demo", "SmolLM2-135M-Instruct-lora-banana", build_smollm2_lora_demo,
+                  "a PEFT LoRA for SmolLM2 whose answers start with 'Banana' (adapter tests), 10 MB; needs peft"),
 )}
 
 

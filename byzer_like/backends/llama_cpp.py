@@ -18,6 +18,7 @@ from typing import Any, AsyncIterator, ClassVar, Iterator
 from pydantic import AliasChoices, Field
 
 from byzer_like.backends.base import Backend, EngineOptions, SamplingDefaults
+from byzer_like.backends.llama_lora import LlamaAdapters
 from byzer_like.backends.transformers_stream import StopMatcher
 from byzer_like.errors import BackendError, InvalidRequestError, InvalidSpecError, ModelLoadError
 from byzer_like.models import bundled_smollm2_gguf
@@ -30,7 +31,7 @@ from byzer_like.protocol import (
     Usage,
     coalesce_iter,
 )
-from byzer_like.spec import DeploySpec
+from byzer_like.spec import AdapterSpec, DeploySpec
 
 _PARAM_NAMES = {"repetition_penalty": "repeat_penalty"}  # ours -> llama.cpp's
 _DONE = object()
@@ -69,6 +70,7 @@ class LlamaCppBackend(Backend):
         self._llama: Any = None
         self._formatter: Any = None
         self._lock = asyncio.Lock()
+        self._adapters = LlamaAdapters()
 
     @classmethod
     def prepare_spec(cls, spec: DeploySpec) -> DeploySpec:
@@ -130,9 +132,9 @@ class LlamaCppBackend(Backend):
             yield chunk
 
     async def complete(self, req: CompletionRequest) -> AsyncIterator[Chunk]:
-        """Continue ``req.prompt``."""
+        """Continue ``req.prompt`` (special tokens such as ``<|im_start|>`` are parsed, as llama.cpp and TGI do)."""
         self.check_params(req)
-        tokens = self._llama.tokenize(req.prompt.encode("utf-8"), add_bos=True, special=False)
+        tokens = self._llama.tokenize(req.prompt.encode("utf-8"), add_bos=True, special=True)
         async for chunk in self._generate(tokens, req):
             yield chunk
 
@@ -142,9 +144,29 @@ class LlamaCppBackend(Backend):
             raise InvalidRequestError("this llama.cpp deployment was not loaded for embeddings; deploy it with "
                                       "--infer_params embedding=true", param="input")
         async with self._lock:
+            self._adapters.activate(self._llama, None)  # embeddings come from the base model
             result = await asyncio.to_thread(self._llama.create_embedding, req.input)
         vectors = [item["embedding"] for item in result["data"]]
         return EmbeddingResponse(embeddings=vectors, usage=Usage(prompt_tokens=result["usage"]["prompt_tokens"]))
+
+    async def add_adapter(self, adapter: AdapterSpec) -> dict[str, Any]:
+        """Load a GGUF LoRA (a PEFT folder is converted once and cached); it waits for the running generation."""
+        from byzer_like.lora import peft_to_gguf, resolve_adapter
+        from byzer_like.prepare import cache_dir
+
+        local = await asyncio.to_thread(resolve_adapter, adapter.source, cache_dir())
+        path = local.path
+        if local.kind == "peft":
+            path = await asyncio.to_thread(peft_to_gguf, local.path, Path(self.spec.backend.model_path or ""),
+                                           cache_dir())
+        async with self._lock:
+            await asyncio.to_thread(self._adapters.load, self._llama, adapter.name, path, adapter.scale)
+        return {"kind": local.kind, "path": str(path)}
+
+    async def remove_adapter(self, name: str) -> None:
+        """Free the adapter (after the running generation)."""
+        async with self._lock:
+            self._adapters.unload(self._llama, name)
 
     async def _generate(self, tokens: list[int], req: ChatRequest | CompletionRequest) -> AsyncIterator[Chunk]:
         n_ctx = self.options.n_ctx
@@ -164,6 +186,7 @@ class LlamaCppBackend(Backend):
         # NOTE: stop strings are matched here, not by llama.cpp: its stream then hands over each token's text as it
         # is sampled, so we know which token ended the answer and count it as llama.cpp's own usage does.
         matcher = StopMatcher(req.stop)
+        self._adapters.activate(self._llama, req.adapter)
         stream = self._llama.create_completion(tokens, max_tokens=limit, stream=True, **kwargs)
         finish, hit = None, False
         try:
@@ -198,12 +221,15 @@ class LlamaCppBackend(Backend):
         """Free the model (``close()`` avoids llama.cpp's noisy ``__del__`` at exit)."""
         async with self._lock:
             if self._llama is not None:
+                for name in list(self._adapters.loaded):
+                    self._adapters.unload(self._llama, name)
                 self._llama.close()
                 self._llama = None
 
     def describe(self) -> dict[str, Any]:
         """Model file, threads and context size."""
-        return {"model_path": self.spec.backend.model_path, "n_threads": self.n_threads, "n_ctx": self.options.n_ctx}
+        return {"model_path": self.spec.backend.model_path, "n_threads": self.n_threads, "n_ctx": self.options.n_ctx,
+                **self._adapters.describe()}
 
 
 def _as_list(value: str | list[str] | None) -> list[str]:

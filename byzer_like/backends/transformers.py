@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from typing import Any, AsyncIterator, ClassVar
 
@@ -22,7 +23,7 @@ from byzer_like.backends.transformers_stream import IncrementalDecoder, StopMatc
 from byzer_like.errors import BackendError, InvalidRequestError, ModelLoadError
 from byzer_like.prepare import default_chat_model
 from byzer_like.protocol import ChatRequest, Chunk, CompletionRequest, SamplingParams, Usage
-from byzer_like.spec import DeploySpec
+from byzer_like.spec import AdapterSpec, DeploySpec
 
 _DONE = object()
 
@@ -52,6 +53,7 @@ class TransformersBackend(Backend):
         self._model: Any = None
         self._tokenizer: Any = None
         self._lock = asyncio.Lock()
+        self._adapters: dict[str, str] = {}  # name -> local PEFT folder
 
     @classmethod
     def prepare_spec(cls, spec: DeploySpec) -> DeploySpec:
@@ -132,6 +134,65 @@ class TransformersBackend(Backend):
             kwargs["min_new_tokens"] = kwargs["max_new_tokens"]
         return kwargs
 
+    async def add_adapter(self, adapter: AdapterSpec) -> dict[str, Any]:
+        """Load a PEFT LoRA beside the others (the first one wraps the model in a ``PeftModel``)."""
+        from byzer_like.lora import resolve_adapter
+        from byzer_like.prepare import cache_dir
+
+        local = await asyncio.to_thread(resolve_adapter, adapter.source, cache_dir())
+        if local.kind != "peft":
+            raise InvalidRequestError(f"adapter '{adapter.name}' is a {local.kind} file; the transformers engine "
+                                      "loads PEFT folders (adapter_config.json + adapter_model.safetensors)",
+                                      param="source")
+        if adapter.scale != 1.0:
+            raise InvalidRequestError("the transformers engine applies adapters at the scale they were trained "
+                                      "with; leave --scale at 1", param="scale")
+        async with self._lock:  # NOTE: never while a generation runs
+            await asyncio.to_thread(self._load_adapter, adapter.name, str(local.path))
+        return {"kind": local.kind, "path": str(local.path)}
+
+    def _load_adapter(self, name: str, path: str) -> None:
+        try:
+            from peft import PeftModel
+        except ImportError as exc:
+            raise ModelLoadError(f"peft is not installed ({exc}); run `pip install 'byzer-like[transformers]'`") \
+                from None
+        try:
+            if name in self._adapters:
+                self._model.delete_adapter(name)
+            if isinstance(self._model, PeftModel):
+                self._model.load_adapter(path, adapter_name=name)
+            else:
+                self._model = PeftModel.from_pretrained(self._model, path, adapter_name=name).eval()
+        except Exception as exc:  # PEFT's own error (wrong base model, bad files), shown to the user
+            raise InvalidRequestError(f"PEFT could not load adapter '{name}' on this model: {exc}",
+                                      param="source") from None
+        self._adapters[name] = path
+
+    async def remove_adapter(self, name: str) -> None:
+        """Delete the adapter; the last one removed unwraps the base model again."""
+        async with self._lock:
+            if self._adapters.pop(name, None) is None:
+                return
+            if not self._adapters:
+                self._model = await asyncio.to_thread(self._model.unload)
+                return
+            self._model.set_adapter(next(iter(self._adapters)))
+            self._model.delete_adapter(name)
+
+    def _adapter_context(self, name: str | None) -> Any:
+        """Inside the generation lock: run with exactly adapter ``name`` (None: the base model)."""
+        if not self._adapters:
+            if name is not None:
+                raise BackendError(f"adapter '{name}' is not loaded on worker {self.index}")
+            return contextlib.nullcontext()
+        if name is None:
+            return self._model.disable_adapter()
+        if name not in self._adapters:
+            raise BackendError(f"adapter '{name}' is not loaded on worker {self.index}")
+        self._model.set_adapter(name)
+        return contextlib.nullcontext()
+
     async def _generate(self, ids: list[int], req: SamplingParams) -> AsyncIterator[Chunk]:
         if len(ids) >= self.max_model_len:
             raise InvalidRequestError(f"the prompt is {len(ids)} tokens but the context window is "
@@ -140,7 +201,7 @@ class TransformersBackend(Backend):
         matcher, decoder = StopMatcher(req.stop), IncrementalDecoder(self._tokenizer)
         count, finish = 0, None
         async with self._lock:  # NOTE: generate() runs one batch at a time; requests take turns.
-            async for new_ids in self._run(ids, kwargs, req.seed):
+            async for new_ids in self._run(ids, kwargs, req.seed, getattr(req, "adapter", None)):
                 count += len(new_ids)
                 text, hit = matcher.feed(decoder.add(new_ids))
                 if text:
@@ -155,7 +216,8 @@ class TransformersBackend(Backend):
             finish = "length" if count >= kwargs["max_new_tokens"] else "stop"
         yield Chunk(finish_reason=finish, usage=Usage(prompt_tokens=len(ids), completion_tokens=count))
 
-    async def _run(self, ids: list[int], kwargs: dict[str, Any], seed: int | None) -> AsyncIterator[list[int]]:
+    async def _run(self, ids: list[int], kwargs: dict[str, Any], seed: int | None,
+                   adapter: str | None = None) -> AsyncIterator[list[int]]:
         """Run ``generate`` in a thread; yield the new token ids as they come; stop it when we are closed."""
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
@@ -180,11 +242,13 @@ class TransformersBackend(Backend):
             def __call__(self, input_ids: Any, scores: Any, **_: Any) -> Any:
                 return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool)
 
+        context = self._adapter_context(adapter)
+
         def work() -> None:
             try:
                 if seed is not None:
                     torch.manual_seed(seed)
-                with torch.inference_mode():
+                with torch.inference_mode(), context:
                     self._model.generate(torch.tensor([ids], device=self._model.device),
                                          attention_mask=torch.ones(1, len(ids), dtype=torch.long,
                                                                    device=self._model.device),
@@ -213,7 +277,7 @@ class TransformersBackend(Backend):
     def describe(self) -> dict[str, Any]:
         """Model path, threads, dtype."""
         return {"model_path": self.spec.backend.model_path, "num_threads": self.num_threads,
-                "dtype": self.options.dtype}
+                "dtype": self.options.dtype, "adapters": sorted(self._adapters)}
 
 
 def _as_list(value: Any) -> list[int]:

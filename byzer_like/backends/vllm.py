@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any, AsyncIterator, ClassVar, Literal
 from pydantic import Field
 
 from byzer_like.backends.base import Backend, EngineOptions, SamplingDefaults
-from byzer_like.errors import InvalidRequestError, InvalidSpecError, ModelLoadError, UnsupportedError
+from byzer_like.errors import BackendError, InvalidRequestError, InvalidSpecError, ModelLoadError, UnsupportedError
 from byzer_like.prepare import default_chat_model
 from byzer_like.protocol import (
     ChatRequest,
@@ -33,7 +34,7 @@ from byzer_like.protocol import (
     SamplingParams,
     Usage,
 )
-from byzer_like.spec import DeploySpec
+from byzer_like.spec import AdapterSpec, DeploySpec
 
 _FINISH = {"stop": "stop", "length": "length", "abort": "cancelled"}
 _ENGINE_FIELDS = ("max_model_len", "gpu_memory_utilization", "trust_remote_code", "max_num_batched_tokens",
@@ -60,6 +61,11 @@ class VllmOptions(SamplingDefaults):
     runner: Literal["generate", "pooling"] = Field(default="generate", description="pooling = an embedding model.")
     cpu_kvcache_space_gb: int = Field(default=1, ge=1, description="CPU only: KV cache size in GiB.")
     cpu_threads_bind: str | None = Field(default=None, description="CPU only: cores for OpenMP, e.g. 0-3 [all].")
+    enable_lora: bool | None = Field(default=None, description="Serve LoRA adapters (needed to add them later) "
+                                     "[true when the alias deploys with adapters].")
+    max_loras: int = Field(default=4, ge=1, description="LoRA adapters one batch may mix.")
+    max_lora_rank: int = Field(default=16, ge=1, description="Highest LoRA rank accepted.")
+    max_cpu_loras: int | None = Field(default=None, ge=1, description="LoRA adapters kept in memory [max_loras].")
 
 
 class VllmBackend(Backend):
@@ -80,6 +86,8 @@ class VllmBackend(Backend):
         self._engine: Any = None
         self._tokenizer: Any = None
         self._max_len = 0
+        self._loras: dict[str, Any] = {}  # adapter name -> vLLM LoRARequest
+        self._next_lora_id = 1
 
     @classmethod
     def prepare_spec(cls, spec: DeploySpec) -> DeploySpec:
@@ -109,11 +117,19 @@ class VllmBackend(Backend):
                        VLLM_CPU_OMP_THREADS_BIND=bind, OMP_NUM_THREADS=str(_count_cores(bind)))
         return env
 
+    @property
+    def lora_enabled(self) -> bool:
+        """Whether the engine starts with LoRA support (``enable_lora``, default: the alias has adapters)."""
+        return self.options.enable_lora if self.options.enable_lora is not None else bool(self.spec.adapters)
+
     def to_engine_args(self) -> dict[str, Any]:
         """Our options as ``AsyncEngineArgs`` keyword arguments."""
         o = self.options
         gpus = int(self.spec.resources.gpus_per_worker)
         args: dict[str, Any] = {name: getattr(o, name) for name in _ENGINE_FIELDS if getattr(o, name) is not None}
+        if self.lora_enabled:
+            args.update(enable_lora=True, max_loras=o.max_loras, max_lora_rank=o.max_lora_rank,
+                        max_cpu_loras=o.max_cpu_loras or o.max_loras)
         args.update(model=self.spec.backend.model_path, runner=o.runner, disable_log_stats=True,
                     dtype=o.dtype or ("auto" if self.on_gpu else "float32"),
                     enforce_eager=o.enforce_eager if o.enforce_eager is not None else not self.on_gpu,
@@ -162,16 +178,59 @@ class VllmBackend(Backend):
         messages = [{"role": m.role, "content": m.text()} for m in req.messages]
         ids = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                                   return_dict=False)
-        async for chunk in self._generate(list(ids), req, req.request_id):
+        async for chunk in self._generate(list(ids), req, req.request_id, req.adapter):
             yield chunk
 
     async def complete(self, req: CompletionRequest) -> AsyncIterator[Chunk]:
         """Continue ``req.prompt``."""
         self.check_params(req)
-        async for chunk in self._generate(self._tokenizer.encode(req.prompt), req, req.request_id):
+        async for chunk in self._generate(self._tokenizer.encode(req.prompt), req, req.request_id, req.adapter):
             yield chunk
 
-    async def _generate(self, ids: list[int], req: SamplingParams, request_id: str) -> AsyncIterator[Chunk]:
+    async def add_adapter(self, adapter: AdapterSpec) -> dict[str, Any]:
+        """Load a PEFT LoRA into the engine; requests naming it carry its ``LoRARequest``."""
+        from vllm.lora.request import LoRARequest
+
+        from byzer_like.lora import resolve_adapter
+        from byzer_like.prepare import cache_dir
+
+        if not self.lora_enabled:
+            raise InvalidRequestError(f"'{self.spec.alias}' runs vLLM without LoRA support; redeploy it with "
+                                      "--infer_params backend.enable_lora=true (or with --adapters)", param="adapter")
+        if adapter.scale != 1.0:
+            raise InvalidRequestError("vLLM applies adapters at the scale they were trained with; leave --scale at 1",
+                                      param="scale")
+        local = await asyncio.to_thread(resolve_adapter, adapter.source, cache_dir())
+        if local.kind != "peft":
+            raise InvalidRequestError(f"adapter '{adapter.name}' is a {local.kind} file; vLLM loads PEFT folders "
+                                      "(adapter_config.json + adapter_model.safetensors)", param="source")
+        lora = LoRARequest(lora_name=adapter.name, lora_int_id=self._next_lora_id, lora_path=str(local.path))
+        self._next_lora_id += 1
+        try:
+            await self._engine.add_lora(lora)
+        except Exception as exc:  # vLLM's own reason (rank too high, wrong base model)
+            raise InvalidRequestError(f"vLLM could not load adapter '{adapter.name}': {_first_line(exc)}",
+                                      param="source") from None
+        if (old := self._loras.pop(adapter.name, None)) is not None:
+            await self._engine.remove_lora(old.lora_int_id)
+        self._loras[adapter.name] = lora
+        return {"kind": local.kind, "path": str(local.path)}
+
+    async def remove_adapter(self, name: str) -> None:
+        """Unload the adapter from the engine."""
+        if (lora := self._loras.pop(name, None)) is not None:
+            await self._engine.remove_lora(lora.lora_int_id)
+
+    def _lora_request(self, name: str | None) -> Any:
+        if name is None:
+            return None
+        try:
+            return self._loras[name]
+        except KeyError:
+            raise BackendError(f"adapter '{name}' is not loaded on worker {self.index}") from None
+
+    async def _generate(self, ids: list[int], req: SamplingParams, request_id: str,
+                        adapter: str | None = None) -> AsyncIterator[Chunk]:
         if self.options.runner != "generate":
             raise UnsupportedError("this vLLM deployment is a pooling (embedding) model; use embed", param="messages")
         if len(ids) >= self._max_len:
@@ -179,9 +238,10 @@ class VllmBackend(Backend):
                                       "shorten it or deploy with a larger backend.max_model_len", param="messages")
         rid = f"{request_id}-{uuid.uuid4().hex[:8]}"  # NOTE: a retried request must not collide in the engine.
         params = self.to_sampling_params(req, len(ids))
+        lora = self._lora_request(adapter)
         count, finished = 0, False
         try:
-            async for out in self._engine.generate({"prompt_token_ids": ids}, params, rid):
+            async for out in self._engine.generate({"prompt_token_ids": ids}, params, rid, lora_request=lora):
                 piece = out.outputs[0]
                 count += len(piece.token_ids)
                 if piece.text:
@@ -224,7 +284,8 @@ class VllmBackend(Backend):
         return {"model_path": self.spec.backend.model_path, "max_model_len": self._max_len,
                 "max_num_seqs": args["max_num_seqs"], "dtype": args["dtype"],
                 "tensor_parallel_size": args["tensor_parallel_size"], "pid": os.getpid(), "engine_pids": children,
-                "engine_unfinished_requests": self._engine.get_num_unfinished_requests() if self._engine else 0}
+                "engine_unfinished_requests": self._engine.get_num_unfinished_requests() if self._engine else 0,
+                "lora": self.lora_enabled, "adapters": sorted(self._loras)}
 
 
 def _count_cores(bind: str) -> int:

@@ -15,7 +15,6 @@ import tempfile
 import time
 
 import pytest
-
 from conftest import ROOT, free_port, processes_mentioning, run_cli
 from direct_engines import llama_chat
 
@@ -108,3 +107,27 @@ def test_readme_autoscaling_yaml_is_a_valid_spec(tmp_path):
     assert (scaling.min_workers, scaling.max_workers, scaling.scale_up_step, scaling.max_idle_time_s) == (0, 3, 1, 120)
     assert (scaling.target_ongoing_requests, scaling.upscale_delay_s, scaling.downscale_delay_s) == (1, 0, 30)
     assert spec.initial_workers == 1
+
+
+@pytest.mark.slow
+def test_readme_adapter_block_runs_as_written(ray_cluster):
+    """The LoRA block, line by line in bash (the venv's byzer-like on PATH) against the session cluster."""
+    from _engine_models import engine_cache
+    from lora_fixture import learned
+
+    from byzer_like.pool import list_aliases, undeploy
+
+    [block] = [b for b in fenced("bash") if "adapters add" in b]
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
+           "BYZER_LIKE_CACHE": str(engine_cache())}
+    script = "set -euo pipefail\n" + block.replace("\nbyzer-like chat", "\necho '<<chat>>'\nbyzer-like chat")
+    try:
+        out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    finally:
+        if "smol" in list_aliases():
+            undeploy("smol", force=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    chat = out.stdout.split("<<chat>>\n", 1)[1].split("NAME", 1)[0]
+    assert learned(chat), chat
+    assert "Added adapter 'banana' to 'smol'" in out.stdout and "Removed adapter 'banana' from 'smol'." in out.stdout
+    assert re.search(r"banana\s+ready\s+1\s+0", out.stdout)
