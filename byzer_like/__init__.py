@@ -31,8 +31,8 @@ __all__ = [
     "AliasExistsError", "AsyncClient", "AuthenticationError", "BackendError", "BackendSpec", "BackendUnavailableError",
     "ByzerLikeError", "Client", "ClusterError", "DeploySpec", "InvalidRequestError", "InvalidSpecError",
     "ModelLoadError", "ModelNotFoundError", "OverloadedError", "PermissionDeniedError", "QueueSpec", "RateLimitError",
-    "RequestTimeoutError", "ResourceSpec", "UnsupportedError", "UpstreamError", "deploy", "list_deployments",
-    "scale", "undeploy",
+    "RequestTimeoutError", "ResourceSpec", "UnsupportedError", "UpstreamError", "DeployHandle", "deploy",
+    "list_deployments", "scale", "status", "undeploy",
 ]
 
 
@@ -41,7 +41,7 @@ def __getattr__(name: str):  # noqa: ANN202 - lazy: keep `import byzer_like` fre
         from byzer_like import client
 
         return getattr(client, name)
-    if name in ("deploy", "undeploy", "list_deployments", "scale"):
+    if name in ("deploy", "undeploy", "list_deployments", "scale", "status", "DeployHandle"):
         from byzer_like import pool
 
         return getattr(pool, name)

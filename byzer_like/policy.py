@@ -41,6 +41,7 @@ class WorkerSlot:
     restarts: int = 0  # how many workers died before this one took their place
     idle_since: float = field(default_factory=time.monotonic)  # monotonic: when ``running`` last fell to 0
     where: dict = field(default_factory=dict)  # pid, node
+    progress: dict = field(default_factory=lambda: {"phase": "queued"})  # while starting: the worker's start phase
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     prompt_tokens: int = 0
     completion_tokens: int = 0

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import ray
 from ray import exceptions as rex
 
+from byzer_like import deploy_status
 from byzer_like._ray import NAMESPACE, get_actor, named_actors, translate
 from byzer_like.backends.registry import resolve_spec
 from byzer_like.cluster import connect
@@ -35,7 +38,76 @@ ROUTER_CONCURRENCY_MARGIN = 1000  # router calls beyond slots + queue that still
 _WORKER_MARK = "/worker-"
 
 
-def deploy(spec: DeploySpec, *, replace: bool = False, address: str | None = None) -> DeploySpec:
+@dataclass(frozen=True)
+class DeployHandle:
+    """A deploy that runs in the cluster (``deploy(spec, wait=False)``): ask it where it stands, or wait for it.
+
+    Attributes:
+        id: The deployment id (``alias@hex``); ``byzer-like status ID`` asks the same.
+        spec: The resolved spec being deployed.
+    """
+
+    id: str
+    spec: DeploySpec
+
+    def status(self) -> dict[str, Any]:
+        """Phase (queued, downloading, loading, ready, failed), the reason of a failure, and each worker's phase."""
+        return status(self.id)
+
+    def wait(self, timeout: float | None = None, on_status: Callable[[dict[str, Any]], None] | None = None,
+             poll_s: float = 0.5) -> DeploySpec:
+        """Block until the deploy is ready (returns the spec) or failed (raises ``ModelLoadError``).
+
+        Args:
+            timeout: Seconds to wait at most (None: the spec's deploy timeout plus a margin).
+            on_status: Called with each status seen (progress display).
+            poll_s: Seconds between two looks.
+        """
+        return wait_ready(self.id, self.spec, timeout, on_status, poll_s)
+
+
+def wait_ready(deploy_id: str, spec: DeploySpec, timeout: float | None = None,
+               on_status: Callable[[dict[str, Any]], None] | None = None, poll_s: float = 0.5) -> DeploySpec:
+    """Poll ``status(deploy_id)`` until ready (the spec) or failed (``ModelLoadError`` with the reason)."""
+    deadline = time.monotonic() + (timeout if timeout is not None else spec.deploy_timeout_s + 30)
+    while True:
+        current = status(deploy_id)
+        if on_status is not None:
+            on_status(current)
+        if current["phase"] == deploy_status.READY:
+            return spec
+        if current["phase"] == deploy_status.FAILED:
+            raise ModelLoadError(current.get("error") or f"deploy {deploy_id} failed")
+        if time.monotonic() > deadline:
+            raise ModelLoadError(f"deploy {deploy_id} is still {current['phase']} after waiting; "
+                                 f"`byzer-like status {deploy_id}` follows it")
+        time.sleep(poll_s)
+
+
+def status(id_or_alias: str, *, address: str | None = None) -> dict[str, Any]:
+    """Where the deploy of an alias (or with this id) stands; a failed deploy answers with its reason.
+
+    Raises:
+        ModelNotFoundError: no such alias or deployment id.
+    """
+    connect(address, start=False)
+    alias = deploy_status.alias_of(id_or_alias)
+    current = None
+    try:
+        current = ray.get(get_actor(alias).deploy_status.remote(), timeout=30)
+    except (ModelNotFoundError, rex.RayActorError, rex.ActorUnavailableError):
+        current = None
+    if current is None or ("@" in id_or_alias and current["id"] != id_or_alias):
+        kept = deploy_status.load(alias)
+        current = kept if kept and ("@" not in id_or_alias or kept["id"] == id_or_alias) else None
+    if current is None:
+        raise ModelNotFoundError(f"no deployment '{id_or_alias}'; `byzer-like list` shows what is deployed",
+                                 param="model")
+    return current
+
+
+def deploy(spec: DeploySpec, *, replace: bool = False, address: str | None = None,
+           wait: bool = True) -> Any:
     """Deploy ``spec.alias``: validate, check the cluster can hold it, start the router and load every worker.
 
     Connects like the CLI when this process is not connected yet: ``address``, else ``RAY_ADDRESS``, else the
@@ -45,9 +117,11 @@ def deploy(spec: DeploySpec, *, replace: bool = False, address: str | None = Non
         spec: What to deploy.
         replace: Undeploy an existing deployment of the same alias first.
         address: A Ray cluster address (``host:port``); default ``auto``.
+        wait: Block until every worker loaded (the default); False returns a :class:`DeployHandle` at once, and
+            the deploy goes on in the cluster (a failure removes what it started, and ``status`` tells why).
 
     Returns:
-        The resolved spec (backend defaults filled in).
+        The resolved spec (backend defaults filled in), or a :class:`DeployHandle` when ``wait`` is False.
 
     Raises:
         InvalidSpecError: bad spec or not enough cluster resources (nothing started).
@@ -64,6 +138,7 @@ def deploy(spec: DeploySpec, *, replace: bool = False, address: str | None = Non
                                    param="model")
         undeploy(spec.alias)
     slots = spec.scaling.bounds(spec.resources.num_workers)[1] * spec.worker_concurrency
+    deploy_id = deploy_status.new_id(spec.alias)
     try:
         # NOTE: the router lives on the head node, which the cluster cannot lose (losing a worker node must not
         # take an alias's brain with it; its workers go wherever their resources fit).
@@ -71,11 +146,14 @@ def deploy(spec: DeploySpec, *, replace: bool = False, address: str | None = Non
             name=spec.alias, namespace=NAMESPACE, lifetime="detached", num_cpus=0, max_restarts=-1,
             resources={HEAD_NODE_RESOURCE: 0.001},
             max_concurrency=slots + spec.queue.max_queue + ROUTER_CONCURRENCY_MARGIN,
-        ).remote(spec)
+        ).remote(spec, deploy_id)
     except ValueError:  # a concurrent deploy took the name between our check and here
         raise AliasExistsError(f"'{spec.alias}' is already deployed", param="model") from None
+    if not wait:  # NOTE: a round trip, so the deploy runs in the cluster even if this process exits right away
+        ray.get(router.begin.remote(), timeout=60)
+        return DeployHandle(deploy_id, spec)
     try:
-        ray.get(router.start.remote(), timeout=spec.deploy_timeout_s)
+        ray.get(router.start.remote(), timeout=spec.deploy_timeout_s + 30)  # NOTE: the router times out first
     except BaseException as exc:
         _remove(spec.alias, spec.initial_workers)
         if isinstance(exc, rex.GetTimeoutError):
@@ -123,6 +201,9 @@ def undeploy(alias: str, *, force: bool = False, address: str | None = None) -> 
     connect(address, start=False)
     names = named_actors()
     leftovers = [n for n in names if n.startswith(alias + _WORKER_MARK)]
+    if alias not in names and not leftovers and deploy_status.load(alias) is not None:
+        deploy_status.forget(alias)  # a failed deploy: only its status was left
+        return
     if alias not in names and not (force and leftovers):
         raise ModelNotFoundError(f"no deployment named '{alias}'; `byzer-like list` shows what is deployed",
                                  param="model")
@@ -139,6 +220,7 @@ def _remove(alias: str, num_workers: int) -> None:
     from byzer_like import adapter_registry
 
     adapter_registry.forget(alias)
+    deploy_status.forget(alias)
     names = set(named_actors())
     targets = [alias] + [f"{alias}{_WORKER_MARK}{i}" for i in range(num_workers)]
     targets += [n for n in names if n.startswith(alias + _WORKER_MARK) and n not in targets]
@@ -176,8 +258,10 @@ def list_aliases(address: str | None = None) -> list[str]:
 
 def describe(alias: str) -> dict[str, Any]:
     """A summary of one alias: backend, model, workers, concurrency."""
-    spec: DeploySpec = ray.get(get_actor(alias).get_spec.remote())
-    return {"alias": alias, "backend": spec.backend.registry_key, "model_path": spec.backend.model_path,
+    router = get_actor(alias)
+    spec: DeploySpec = ray.get(router.get_spec.remote())
+    phase = ray.get(router.deploy_status.remote())["phase"]
+    return {"alias": alias, "phase": phase, "backend": spec.backend.registry_key, "model_path": spec.backend.model_path,
             "num_workers": spec.resources.num_workers, "worker_concurrency": spec.worker_concurrency,
             "cpus_per_worker": spec.resources.cpus_per_worker, "gpus_per_worker": spec.resources.gpus_per_worker}
 

@@ -29,7 +29,7 @@ from typing import Any, AsyncIterator
 import ray
 from ray import exceptions as rex
 
-from byzer_like import adapter_registry
+from byzer_like import adapter_registry, deploy_status
 from byzer_like._ray import NAMESPACE, translate
 from byzer_like.adapter_registry import AdapterRegistry
 from byzer_like.autoscale import LoadSample, ScalerState, decide
@@ -67,8 +67,11 @@ class Router:
         spec: The resolved deployment spec.
     """
 
-    def __init__(self, spec: DeploySpec) -> None:
+    def __init__(self, spec: DeploySpec, deploy_id: str | None = None) -> None:
         self.spec = spec
+        self.deploy_id = deploy_id or deploy_status.new_id(spec.alias)
+        self.deploy_phase = deploy_status.QUEUED
+        self.deploy_error: str | None = None
         self.scaling = spec.scaling
         self.slots = SlotPool([], max_queue=spec.queue.max_queue, timeout_s=spec.queue.request_timeout_s,
                               name=spec.alias)
@@ -96,19 +99,87 @@ class Router:
             self._reattach()
 
     # -- lifecycle -------------------------------------------------------------------------------------------
-    async def start(self) -> None:
-        """Create the first workers and load the engine in each; on any failure, remove them all and raise."""
+    async def start(self, exit_on_failure: bool = False) -> None:
+        """Create the first workers and load the engine in each; on any failure, remove them all and raise.
+
+        Args:
+            exit_on_failure: Also end this router after a failure (an async deploy: nobody waits to clean up).
+        """
         rows = [self._create_worker() for _ in range(self.spec.initial_workers)]
+        self._save_status()
+        poller = asyncio.ensure_future(self._poll_progress())
         try:
-            await asyncio.gather(*(self._load(row) for row in rows))
+            await asyncio.wait_for(asyncio.gather(*(self._load(row) for row in rows)), self.spec.deploy_timeout_s)
         except BaseException as exc:
             self._kill_workers()
-            err = translate(exc)
+            if isinstance(exc, asyncio.TimeoutError):
+                err: ByzerLikeError = ModelLoadError(
+                    f"workers of '{self.spec.alias}' did not load within {self.spec.deploy_timeout_s:g}s; the "
+                    "cluster may lack free resources (see `byzer-like cluster status`)")
+            else:
+                err = translate(exc)
+            self.deploy_phase, self.deploy_error = deploy_status.FAILED, err.message
+            self._save_status()
+            if exit_on_failure:
+                self._spawn(self._exit())
             raise err if isinstance(err, ModelLoadError) else ModelLoadError(err.message) from None
+        finally:
+            poller.cancel()
         self.adapters.mark_ready()
         adapter_registry.save(self.spec.alias, self.adapters.specs())
+        self.deploy_phase = deploy_status.READY
+        self._save_status()
         self._event(0, len(rows), "deployed")
         self._start_loop()
+
+    def begin(self) -> str:
+        """Start loading in the background and answer at once (an async deploy); ``status`` follows it.
+
+        Returns:
+            The deployment id.
+        """
+        self._spawn(self._start_in_background())
+        return self.deploy_id
+
+    async def _start_in_background(self) -> None:
+        try:
+            await self.start(exit_on_failure=True)
+        except Exception:  # noqa: BLE001 - the reason is in the deploy status; this router ends itself
+            logger.warning("deploy of %s failed: %s", self.spec.alias, self.deploy_error)
+
+    async def _poll_progress(self) -> None:
+        """While the first workers start: ask each for its phase (downloading bytes, loading) and keep it."""
+        while True:
+            await asyncio.sleep(0.5)
+            rows = [r for r in self.slots.table if r.phase == STARTING]
+            results = await asyncio.gather(*(asyncio.wait_for(r.handle.progress.remote(), 2.0) for r in rows),
+                                           return_exceptions=True)
+            for row, result in zip(rows, results, strict=True):
+                if isinstance(result, dict):
+                    row.progress = result
+            self._save_status()
+
+    def deploy_status(self) -> dict[str, Any]:
+        """The deploy's id, overall phase, failure reason and each worker's phase (``status`` command)."""
+        workers = [{"worker": r.index, **deploy_status.with_percent(r.progress if r.phase == STARTING
+                                                                      else {"phase": r.phase})}
+                   for r in self.slots.table]
+        phase = self.deploy_phase
+        if phase not in (deploy_status.READY, deploy_status.FAILED):
+            phase = deploy_status.overall([w for w in workers])
+        return {"id": self.deploy_id, "alias": self.spec.alias, "phase": phase, "error": self.deploy_error,
+                "backend": self.spec.backend.registry_key, "started": round(self.created, 3),
+                "elapsed_s": round(time.time() - self.created, 1), "workers": workers}
+
+    def _save_status(self) -> None:
+        try:
+            deploy_status.save(self.deploy_status())
+        except Exception:  # noqa: BLE001 - the status is informative; a GCS hiccup must not fail the deploy
+            logger.warning("could not keep the deploy status of %s", self.spec.alias, exc_info=True)
+
+    async def _exit(self) -> None:
+        await asyncio.sleep(0.2)  # NOTE: let the failed start() answer first
+        ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
 
     def _reattach(self) -> None:
         """A restarted router finds its detached workers by name; counters start afresh."""
@@ -121,6 +192,7 @@ class Router:
                              handle=ray.get_actor(name, namespace=NAMESPACE))
             self.slots.table.append(row)
             self.next_index = max(self.next_index, index + 1)
+        self.deploy_phase = deploy_status.READY
         kept = adapter_registry.load(self.spec.alias)  # NOTE: adapters added after deploy are kept in the GCS
         self.adapters = AdapterRegistry(self.spec.alias, self.spec.adapters if kept is None else kept)
         self.adapters.mark_ready()

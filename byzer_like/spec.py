@@ -31,7 +31,12 @@ class BackendSpec(BaseModel):
     infer_backend: str | None = Field(
         default=None, description="Local engine: llama_cpp, vllm or transformers (ignored for saas/*)."
     )
-    model_path: str | None = Field(default=None, description="GGUF file or model folder; default: bundled SmolLM2.")
+    model_path: str | None = Field(
+        default=None, description="GGUF file or model folder, a file:// or http(s):// URL of one (an archive of a "
+                                  "folder: .tar, .tar.gz, .tgz, .zip), or a mounted scheme such as nas://share/x; "
+                                  "default: the bundled SmolLM2.")
+    model_sha256: str | None = Field(default=None, pattern=r"^(sha256:)?[0-9a-fA-F]{64}$",
+                                     description="Expected SHA-256 of the downloaded file or archive.")
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Engine or provider options.")
 
     @field_validator("model_type")
@@ -191,6 +196,11 @@ class DeploySpec(BaseModel):
     def worker_concurrency(self) -> int:
         """Slots per worker (resolved specs always have it set)."""
         return self.resources.worker_concurrency or 1
+
+    @property
+    def downloads_model(self) -> bool:
+        """True when each worker fetches the model from an http(s) URL on its own node."""
+        return (self.backend.model_path or "").lower().startswith(("http://", "https://"))
 
     def with_model_path(self, path: object) -> DeploySpec:
         """A copy whose backend serves the model at ``path`` (backends fill their default model this way)."""

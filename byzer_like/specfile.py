@@ -27,6 +27,7 @@ _FLAG_FIELDS: dict[str, tuple[str | None, str]] = {
     "pretrained_model_type": ("backend", "model_type"),
     "infer_backend": ("backend", "infer_backend"),
     "model_path": ("backend", "model_path"),
+    "model_sha256": ("backend", "model_sha256"),
     "num_workers": ("resources", "num_workers"),
     "worker_concurrency": ("resources", "worker_concurrency"),
     "cpus_per_worker": ("resources", "cpus_per_worker"),

@@ -47,13 +47,36 @@ class Worker:
     """
 
     def __init__(self, spec: DeploySpec, index: int, backend_cls: type[Backend] | None = None) -> None:
-        cls = backend_cls or resolve_backend(spec.backend.registry_key)
-        self.backend = cls(spec, index)
+        self.backend_cls = backend_cls or resolve_backend(spec.backend.registry_key)
+        self.backend = self.backend_cls(spec, index)
         self.index = index
+        self.state: dict[str, Any] = {"phase": "queued"}
 
     async def start(self) -> None:
-        """Load the engine."""
+        """Fetch the model when it is a URL (here, on this worker's node), then load the engine."""
+        spec = self.backend.spec
+        if spec.downloads_model:
+            self.state = {"phase": "downloading", "done": 0, "total": None}
+            local = await _guard(asyncio.to_thread(self._download, spec))
+            # NOTE: the backend checks what arrived as it checks a local path at deploy time.
+            self.backend = self.backend_cls(self.backend_cls.prepare_spec(spec.with_model_path(local)), self.index)
+        self.state = {"phase": "loading"}
         await _guard(self.backend.start())
+        self.state = {"phase": "ready"}
+
+    def _download(self, spec: DeploySpec) -> str:
+        from byzer_like.prepare import cache_dir
+        from byzer_like.sources import fetch
+
+        def progress(done: int, total: int | None) -> None:
+            self.state = {"phase": "downloading", "done": done, "total": total}
+
+        return str(fetch(spec.backend.model_path or "", cache_dir(), sha256=spec.backend.model_sha256,
+                         progress=progress))
+
+    def progress(self) -> dict[str, Any]:
+        """Where this worker's start is: queued, downloading (bytes done/total), loading or ready."""
+        return self.state
 
     async def chat(self, req: ChatRequest) -> ChatResponse:
         """Answer a chat request in one piece."""

@@ -33,6 +33,11 @@ def ray_cluster() -> Iterator[str]:
     import ray
 
     os.environ.pop("RAY_ADDRESS", None)
+    if not os.environ.get("BYZER_LIKE_CACHE"):  # NOTE: workers download and convert into this session's cache
+        sys.path.insert(0, str(ROOT / "tests" / "integration"))
+        from _engine_models import engine_cache
+
+        os.environ["BYZER_LIKE_CACHE"] = str(engine_cache())
     # NOTE: the dashboard serves the State API (`ray list actors`); a free port lets sessions run side by side.
     ray.init(address="local", namespace="byzer_like", num_cpus=8, include_dashboard=True,
              dashboard_host="127.0.0.1", dashboard_port=free_port(), logging_level=logging.ERROR,

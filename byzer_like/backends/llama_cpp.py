@@ -79,6 +79,8 @@ class LlamaCppBackend(Backend):
         path = spec.backend.model_path
         if path is None:
             return spec.with_model_path(bundled_smollm2_gguf())
+        if Path(path).is_dir() and len(found := sorted(Path(path).rglob("*.gguf"))) == 1:
+            return spec.with_model_path(found[0])  # a folder (an unpacked archive) holding one GGUF file
         if not Path(path).is_file():
             raise InvalidSpecError(f"model_path '{path}' is not a file; llama_cpp needs a .gguf file",
                                    param="model_path")

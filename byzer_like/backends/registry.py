@@ -74,7 +74,16 @@ def resolve_spec(spec: DeploySpec) -> DeploySpec:
         InvalidSpecError: on an unknown backend, bad engine options or an unusable model path.
     """
     backend_cls = resolve_backend(spec.backend.registry_key)
-    spec = backend_cls.prepare_spec(spec)
+    path = spec.backend.model_path
+    if spec.downloads_model:  # NOTE: each worker downloads it on its own node, then checks it (worker.start)
+        backend_cls.parse_options(spec)
+    else:
+        if path and "://" in path:  # file:// and mounted storage (nas://...): the same path on every node
+            from byzer_like.prepare import cache_dir
+            from byzer_like.sources import fetch
+
+            spec = spec.with_model_path(fetch(path, cache_dir(), sha256=spec.backend.model_sha256))
+        spec = backend_cls.prepare_spec(spec)
     res = spec.resources
     resources = ResourceSpec(
         num_workers=res.num_workers,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -94,7 +95,9 @@ def apply_saas_flags(preset: str | None, flags: dict[str, Any]) -> dict[str, Any
 @_flag("--model", "--alias", metavar="ALIAS", help="Unique name of the deployment.")
 @_flag("--pretrained_model_type", help="custom/auto (local engine), custom/echo, or saas/<provider>.")
 @_flag("--infer_backend", help="llama_cpp, vllm or transformers (local models).")
-@_flag("--model_path", help="GGUF file or model folder; default: the bundled SmolLM2 (llama_cpp).")
+@_flag("--model_path", help="GGUF file or model folder, file:// or http(s):// URL (file or .tar/.tar.gz/.zip), "
+                            "nas://... (BYZER_LIKE_MOUNTS); default: the bundled SmolLM2 (llama_cpp).")
+@_flag("--model_sha256", metavar="HEX", help="Expected SHA-256 of a downloaded model file or archive.")
 @_flag("--num_workers", type=int, help="Workers in the pool [1].")
 @_flag("--worker_concurrency", type=int, help="Requests per worker at once [backend default].")
 @_flag("--cpus_per_worker", type=float, help="CPUs per worker [backend default; llama.cpp threads follow it].")
@@ -119,9 +122,12 @@ def apply_saas_flags(preset: str | None, flags: dict[str, Any]) -> dict[str, Any
 @_flag("--deploy_timeout", type=float, help="Longest wait for the workers to load, seconds [900].")
 @_flag("--file", "-f", type=click.Path(dir_okay=False), help="YAML spec (flag names as keys; ENV {{VAR}} refs).")
 @click.option("--replace", is_flag=True, help="Replace an existing deployment of the same alias.")
+@click.option("--async", "async_", is_flag=True,
+              help="Return at once with a deployment id; `byzer-like status ID --wait` follows it.")
 @saas_key_options
 @ray_address_option
-def deploy(preset: str | None, file: str | None, replace: bool, ray_address: str, **flags: Any) -> None:
+def deploy(preset: str | None, file: str | None, replace: bool, async_: bool, ray_address: str,
+           **flags: Any) -> None:
     """Deploy a model under an alias as a pool of Ray workers behind an LRU router.
 
     \b
@@ -144,7 +150,12 @@ def deploy(preset: str | None, file: str | None, replace: bool, ray_address: str
     resolve_spec(spec)  # NOTE: fail on a bad spec before touching (or starting) a cluster.
     connect_cli(ray_address, start=True)
     start = time.perf_counter()
-    done = deploy_spec(spec, replace=replace)
+    handle = deploy_spec(spec, replace=replace, wait=False)
+    if async_:
+        click.echo(f"Deploying '{spec.alias}' ({handle.spec.backend.registry_key}) in the background: {handle.id}; "
+                   f"`byzer-like status {handle.id} --wait` follows it.")
+        return
+    done = handle.wait(on_status=ProgressLine())
     res = done.resources
     click.echo(f"Deployed '{done.alias}' ({done.backend.registry_key}): {done.initial_workers} workers x "
                f"{done.worker_concurrency} slots, {res.cpus_per_worker:g} CPU / {res.gpus_per_worker:g} GPU each, "
@@ -180,10 +191,10 @@ def list_cmd(as_json: bool, ray_address: str) -> None:
     if not rows:
         click.echo("No deployments.")
         return
-    click.echo(f"{'ALIAS':<24}{'BACKEND':<20}{'WORKERS':>8}{'SLOTS':>7}  MODEL")
+    click.echo(f"{'ALIAS':<24}{'PHASE':<12}{'BACKEND':<20}{'WORKERS':>8}{'SLOTS':>7}  MODEL")
     for row in rows:
-        click.echo(f"{row['alias']:<24}{row['backend']:<20}{row['num_workers']:>8}{row['worker_concurrency']:>7}  "
-                   f"{row['model_path'] or ''}")
+        click.echo(f"{row['alias']:<24}{row['phase']:<12}{row['backend']:<20}{row['num_workers']:>8}"
+                   f"{row['worker_concurrency']:>7}  {row['model_path'] or ''}")
 
 
 @click.command()
@@ -200,4 +211,62 @@ def scale(alias: str, workers: int, ray_address: str) -> None:
                f"`byzer-like stat {alias}` shows the workers")
 
 
-COMMANDS = [deploy, undeploy, list_cmd, presets, scale]
+class ProgressLine:
+    """Shows a deploy's progress on a terminal: one line on stderr, rewritten in place (nothing when piped)."""
+
+    def __init__(self) -> None:
+        self.last = ""
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, current: dict[str, Any]) -> None:
+        """Show ``current`` (a status) if it says something new."""
+        line = status_line(current)
+        if line == self.last or not self.tty:
+            return
+        self.last = line
+        click.echo(f"\r\x1b[2K{line}", err=True, nl=current["phase"] in ("ready", "failed"))
+
+
+def status_line(current: dict[str, Any]) -> str:
+    """One line: the phase, and each downloading worker's bytes and percent."""
+    parts = [f"{current['alias']}: {current['phase']}"]
+    for w in current.get("workers", []):
+        if w.get("phase") == "downloading":
+            done = w.get("done", 0) / 1e6
+            if "percent" in w:
+                parts.append(f"worker {w['worker']} {w['percent']}% of {w['total'] / 1e6:.1f} MB")
+            else:
+                parts.append(f"worker {w['worker']} {done:.1f} MB")
+    return "; ".join(parts)
+
+
+@click.command(name="status")
+@click.argument("id_or_alias")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--wait", is_flag=True, help="Follow the deploy until it is ready or failed (exit 1 if failed).")
+@ray_address_option
+def status_cmd(id_or_alias: str, as_json: bool, wait: bool, ray_address: str) -> None:
+    """Where a deploy stands (ID from `deploy --async`, or an alias): queued, downloading, loading, ready, failed."""
+    from byzer_like.pool import status
+
+    connect_cli(ray_address)
+    current = status(id_or_alias)
+    if wait and current["phase"] not in ("ready", "failed"):
+        shown = ProgressLine()
+        while current["phase"] not in ("ready", "failed"):
+            shown(current)
+            time.sleep(0.5)
+            current = status(id_or_alias)
+    if as_json:
+        click.echo(json.dumps(current, indent=2))
+    else:
+        click.echo(f"{current['id']} ({current['backend']}): {current['phase']} after {current['elapsed_s']}s"
+                   + (f": {current['error']}" if current.get("error") else ""))
+        for w in current.get("workers", []):
+            extra = f" {w.get('percent', '')}%" if "percent" in w else ""
+            click.echo(f"  worker {w['worker']}: {w['phase']}{extra}")
+    if wait and current["phase"] == "failed":
+        sys.exit(1)
+
+
+COMMANDS = [deploy, undeploy, list_cmd, presets, scale, status_cmd]

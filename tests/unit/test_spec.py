@@ -18,7 +18,7 @@ def flags_from_cli(line: str) -> dict:
     from byzer_like.cli.deploy import deploy
 
     ctx = deploy.make_context("deploy", shlex.split(line))
-    return {k: v for k, v in ctx.params.items() if k not in ("file", "replace", "ray_address")}
+    return {k: v for k, v in ctx.params.items() if k not in ("file", "replace", "async_", "ray_address")}
 
 
 def test_seed_command_line_becomes_the_spec(smollm2_path):
