@@ -11,8 +11,8 @@ on its context before each request, and ``reset()`` so no KV prefix computed und
 from __future__ import annotations
 
 import ctypes
+import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -150,7 +150,8 @@ def test_converted_q_and_k_deltas_match_peft(adapter, cache, hf_model, monkeypat
 
     qk = tmp_path / "qk"
     qk.mkdir()
-    shutil.copy(adapter / "adapter_config.json", qk)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (qk / "adapter_config.json").write_text(json.dumps({**config, "target_modules": ["q_proj", "k_proj"]}))
     state = load_file(str(adapter / "adapter_model.safetensors"))
     save_file({k: v for k, v in state.items() if ".q_proj." in k or ".k_proj." in k}, str(qk / "adapter_model.safetensors"))
     tokenizer, model = hf_model

@@ -9,8 +9,14 @@ import openai
 import pytest
 
 from byzer_like.backends.registry import resolve_spec
-from byzer_like.errors import AuthenticationError, InvalidRequestError, InvalidSpecError, RateLimitError, \
-    RequestTimeoutError, UpstreamError
+from byzer_like.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    InvalidSpecError,
+    RateLimitError,
+    RequestTimeoutError,
+    UpstreamError,
+)
 from byzer_like.saas.openai_compat import openai_error_map
 from byzer_like.saas.presets import preset_flags
 from byzer_like.saas.retry import RetryPolicy

@@ -6,8 +6,7 @@ from byzer_like.backends.registry import resolve_backend, resolve_spec
 from byzer_like.cli.deploy import expand_infer_params
 from byzer_like.errors import InvalidSpecError
 from byzer_like.spec import BackendSpec, DeploySpec
-from byzer_like.specfile import (load_spec_file, parse_infer_params, parse_value, spec_from_flags,
-                                 spec_from_mapping)
+from byzer_like.specfile import load_spec_file, parse_infer_params, parse_value, spec_from_flags, spec_from_mapping
 
 SEED_LOCAL = ("--pretrained_model_type custom/auto --infer_backend llama_cpp --model_path {path} --cpus_per_worker 1 "
               "--gpus_per_worker 0 --num_workers 2 --model smol_chat")
