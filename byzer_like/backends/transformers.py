@@ -136,7 +136,9 @@ class TransformersBackend(Backend):
                     for t in constraint.tagged_structures()]
             compiled = self._compiler.compile_structural_tag(tags, [TOOL_OPEN])
         else:
-            compiled = self._compiler.compile_json_schema(json.dumps(constraint.schema or {}))
+            # NOTE: compact JSON (as on vLLM): a small model cannot spend max_tokens on blank lines
+            compiled = self._compiler.compile_json_schema(json.dumps(constraint.schema or {}), any_whitespace=False,
+                                                          separators=(",", ":"))
         return LogitsProcessor(compiled)
 
     def to_generate_kwargs(self, req: SamplingParams, prompt_len: int) -> dict[str, Any]:

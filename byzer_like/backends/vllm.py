@@ -62,6 +62,9 @@ class VllmOptions(SamplingDefaults):
     runner: Literal["generate", "pooling"] = Field(default="generate", description="pooling = an embedding model.")
     cpu_kvcache_space_gb: int = Field(default=1, ge=1, description="CPU only: KV cache size in GiB.")
     cpu_threads_bind: str | None = Field(default=None, description="CPU only: cores for OpenMP, e.g. 0-3 [all].")
+    json_any_whitespace: bool = Field(
+        default=False, description="Let constrained JSON hold any whitespace (default: compact JSON, so a small "
+                                   "model cannot spend max_tokens on blank lines).")
 
 
 class VllmBackend(Backend):
@@ -122,6 +125,10 @@ class VllmBackend(Backend):
                     enforce_eager=o.enforce_eager if o.enforce_eager is not None else not self.on_gpu,
                     max_num_seqs=o.max_num_seqs or min(self.spec.worker_concurrency, 256),
                     tensor_parallel_size=o.tensor_parallel_size or max(1, gpus))
+        if not o.json_any_whitespace:  # NOTE: an engine setting in vLLM (xgrammar only), not a per-request one
+            from vllm.config import StructuredOutputsConfig
+
+            args["structured_outputs_config"] = StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True)
         return args
 
     async def start(self) -> None:

@@ -61,9 +61,9 @@ def _sent_tools(kind: str, body: dict) -> list[dict]:
     if kind == "saas/claude":
         return [{"type": "function", "function": {"name": t["name"], "description": t["description"],
                                                   "parameters": t["input_schema"]}} for t in body["tools"]]
-    return [{"type": "function", "function": {"name": t["toolSpec"]["name"], "description": t["toolSpec"]["description"],
-                                              "parameters": t["toolSpec"]["inputSchema"]["json"]}}
-            for t in body["toolConfig"]["tools"]]
+    return [{"type": "function", "function": {"name": s["name"], "description": s["description"],
+                                              "parameters": s["inputSchema"]["json"]}}
+            for s in (t["toolSpec"] for t in body["toolConfig"]["tools"])]
 
 
 def _sent_choice(kind: str, body: dict) -> object:

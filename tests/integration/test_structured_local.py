@@ -10,9 +10,7 @@ import json
 
 import jsonschema
 import pytest
-
 from _engine_models import prepared
-from byzer_like import Client, DeploySpec
 from structured_checks import (
     PROMPTS,
     WEATHER,
@@ -25,14 +23,17 @@ from structured_checks import (
     check_tool_round_trip,
 )
 
+from byzer_like import Client, DeploySpec
+
 pytestmark = pytest.mark.slow
 LLAMA, TF = "st_llama", "st_tf"
 
 
 @pytest.fixture(scope="module")
 def llama_gateway(ray_cluster):
-    from byzer_like.pool import deploy, list_aliases, undeploy
     from conftest import gateway_serving
+
+    from byzer_like.pool import deploy, list_aliases, undeploy
 
     deploy(DeploySpec.model_validate({"alias": LLAMA, "backend": {"infer_backend": "llama_cpp"},
                                       "resources": {"num_workers": 2, "cpus_per_worker": 1}}), replace=True)
