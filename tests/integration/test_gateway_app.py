@@ -295,3 +295,22 @@ async def test_metrics_count_requests(echo_aliases):
         await c.post("/v1/chat/completions", json=CHAT)
         text = (await c.get("/metrics")).text
     assert 'byzer_like_gateway_requests_total{route="/v1/chat/completions",status="200"} 1.0' in text
+
+
+@pytest.mark.parametrize("field,value,param", [
+    ("tools", [{"type": "function", "function": {"name": "f"}}], "tools"),
+    ("response_format", {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}},
+     "response_format"),
+    ("response_format", {"type": "json_object"}, "response_format"),
+])
+async def test_tools_and_formats_an_alias_cannot_honour_are_a_400_naming_them(echo_aliases, field, value, param):
+    async with _client() as c:
+        resp = await c.post("/v1/chat/completions", json={**CHAT, field: value})
+        neutral = await c.post("/v1/chat/completions", json={**CHAT, "tools": [], "tool_choice": "none",
+                                                             "response_format": {"type": "text"}})
+        unknown = await c.post("/v1/chat/completions", json={**CHAT, "tools": value if field == "tools" else [],
+                                                             "tool_choice": {"type": "function",
+                                                                             "function": {"name": "g"}}})
+    _assert_error(resp, 400, param)
+    assert neutral.status_code == 200, neutral.text
+    assert unknown.status_code == 400 and "tool_choice" in unknown.text
