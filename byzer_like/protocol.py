@@ -13,7 +13,9 @@ import time
 import uuid
 from typing import Any, AsyncIterator, Iterator, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from byzer_like.structured import ResponseFormat, ToolCall, ToolCallDelta, ToolChoice, ToolDef, assemble, merge_deltas
 
 FinishReason = Literal["stop", "length", "error", "cancelled", "tool_calls", "content_filter"]
 
@@ -25,6 +27,8 @@ class Message(BaseModel):
 
     role: Literal["system", "user", "assistant", "tool", "developer"] = Field(description="Who speaks.")
     content: str | list[dict[str, Any]] | None = Field(default=None, description="Text or content parts.")
+    tool_calls: list[ToolCall] | None = Field(default=None, description="Assistant: the tools it called.")
+    tool_call_id: str | None = Field(default=None, description="Tool: the call this message answers.")
 
     def text(self) -> str:
         """The message's text, with non-text parts left out."""
@@ -66,19 +70,50 @@ class SamplingParams(BaseModel):
 
 
 class ChatRequest(SamplingParams):
-    """A chat request: messages plus sampling parameters."""
+    """A chat request: messages plus sampling parameters, tools and the answer's format."""
 
     messages: list[Message] = Field(min_length=1, description="The conversation so far.")
     request_id: str = Field(default_factory=lambda: uuid.uuid4().hex, description="Id for logs and cancellation.")
     adapter: str | None = Field(default=None, description="LoRA adapter to answer with; None = the base model.")
+    tools: list[ToolDef] | None = Field(default=None, description="Functions the model may call.")
+    tool_choice: ToolChoice | None = Field(default=None, description="none, auto, required or a named tool.")
+    parallel_tool_calls: bool | None = Field(default=None, description="May the answer hold several calls.")
+    response_format: ResponseFormat | None = Field(default=None, description="text, json_object, json_schema.")
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _check_tool_choice(cls, choice: ToolChoice | None, info: ValidationInfo) -> ToolChoice | None:
+        names = {t.function.name for t in info.data.get("tools") or []}
+        if choice not in (None, "none", "auto") and not names:
+            raise ValueError("tool_choice asks for a tool call but no tools were given")
+        if choice is not None and not isinstance(choice, str) and choice.name not in names:
+            raise ValueError(f"tool_choice names '{choice.name}', which is not among the tools: {sorted(names)}")
+        return choice
+
+    def uses_tools(self) -> bool:
+        """True when the answer may (or must) be a tool call."""
+        return bool(self.tools) and self.tool_choice != "none"
+
+    def structured_params(self) -> set[str]:
+        """Names of the tool / format fields that ask a backend for something beyond free text."""
+        return ({"tools"} if self.uses_tools() else set()) | _format_params(self.response_format)
 
 
 class CompletionRequest(SamplingParams):
-    """A plain text completion request."""
+    """A plain text completion request (``response_format`` carries TGI's ``grammar``)."""
 
     prompt: str = Field(description="The text to continue.")
     request_id: str = Field(default_factory=lambda: uuid.uuid4().hex, description="Id for logs and cancellation.")
     adapter: str | None = Field(default=None, description="LoRA adapter to answer with; None = the base model.")
+    response_format: ResponseFormat | None = Field(default=None, description="json_object, json_schema or regex.")
+
+    def structured_params(self) -> set[str]:
+        """``{"response_format"}`` when the text must follow a format."""
+        return _format_params(self.response_format)
+
+
+def _format_params(fmt: ResponseFormat | None) -> set[str]:
+    return {"response_format"} if fmt is not None and fmt.type != "text" else set()
 
 
 class EmbeddingRequest(BaseModel):
@@ -106,6 +141,7 @@ class Chunk(BaseModel):
 
     text: str = ""
     reasoning: str = ""
+    tool_calls: list[ToolCallDelta] | None = None
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
 
@@ -118,10 +154,11 @@ class Timings(BaseModel):
 
 
 class ChatResponse(BaseModel):
-    """A complete answer: text, usage, finish reason, timings."""
+    """A complete answer: text (and/or tool calls), usage, finish reason, timings."""
 
     text: str
     reasoning: str = ""
+    tool_calls: list[ToolCall] | None = None
     finish_reason: FinishReason | None
     usage: Usage
     timings: Timings
@@ -220,8 +257,9 @@ class ImageResponse(BaseModel):
 
 
 def merge(first: Chunk, second: Chunk) -> Chunk:
-    """One chunk carrying both chunks' text, in order; the later finish reason and usage win."""
-    return Chunk(text=first.text + second.text, reasoning=first.reasoning + second.reasoning,
+    """One chunk carrying both chunks' text and tool call pieces, in order; the later finish reason and usage win."""
+    calls = merge_deltas([*(first.tool_calls or []), *(second.tool_calls or [])]) or None
+    return Chunk(text=first.text + second.text, reasoning=first.reasoning + second.reasoning, tool_calls=calls,
                  finish_reason=second.finish_reason or first.finish_reason, usage=second.usage or first.usage)
 
 
@@ -284,15 +322,16 @@ async def collect(stream: AsyncIterator[Chunk]) -> ChatResponse:
     """
     start = time.perf_counter()
     first: float | None = None
-    text, reasoning = [], []
+    text, reasoning, deltas = [], [], []
     finish, usage = None, Usage()
     async for chunk in stream:
-        if first is None and (chunk.text or chunk.reasoning):
+        if first is None and (chunk.text or chunk.reasoning or chunk.tool_calls):
             first = time.perf_counter() - start
         text.append(chunk.text)
         reasoning.append(chunk.reasoning)
+        deltas.extend(chunk.tool_calls or [])
         finish = chunk.finish_reason or finish
         usage = chunk.usage or usage
     timings = Timings(first_token_s=first, total_s=time.perf_counter() - start)
-    return ChatResponse(text="".join(text), reasoning="".join(reasoning), finish_reason=finish, usage=usage,
-                        timings=timings)
+    return ChatResponse(text="".join(text), reasoning="".join(reasoning), tool_calls=assemble(deltas) or None,
+                        finish_reason=finish, usage=usage, timings=timings)

@@ -71,6 +71,8 @@ class Backend(abc.ABC):
 
     options_model: ClassVar[type[EngineOptions]] = EngineOptions
     supported_params: ClassVar[frozenset[str]] = frozenset()
+    # tool calls and answer formats it honours: "tools", "json_object", "json_schema", "regex"
+    supported_structured: ClassVar[frozenset[str]] = frozenset()
     default_concurrency: ClassVar[int] = 1
     default_cpus: ClassVar[float] = 1.0
     # NOTE: a local engine on few cores loses tokens/s to per-token messages (two Ray hops each); coalesce them.
@@ -125,6 +127,20 @@ class Backend(abc.ABC):
             raise UnsupportedError(
                 f"parameter '{unsupported[0]}' is not supported by the {self.spec.backend.registry_key} backend; "
                 "remove it from the request", param=unsupported[0])
+        self.check_structured(req)
+
+    def check_structured(self, req: SamplingParams) -> None:
+        """Reject tools or an answer format this backend cannot honour.
+
+        Raises:
+            UnsupportedError: naming ``tools`` or ``response_format``.
+        """
+        asked = req.structured_params() if isinstance(req, (ChatRequest, CompletionRequest)) else set()
+        if "tools" in asked and "tools" not in self.supported_structured:
+            raise self.unsupported("tools (function calling)", "tools")
+        fmt = getattr(req, "response_format", None)
+        if "response_format" in asked and fmt.type not in self.supported_structured:
+            raise self.unsupported(f"response_format '{fmt.type}'", "response_format")
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Load the engine. Called once inside the worker actor."""

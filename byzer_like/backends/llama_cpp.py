@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from pathlib import Path
 from typing import Any, AsyncIterator, ClassVar, Iterator
@@ -18,6 +19,14 @@ from typing import Any, AsyncIterator, ClassVar, Iterator
 from pydantic import AliasChoices, Field
 
 from byzer_like.backends.base import Backend, EngineOptions, SamplingDefaults
+from byzer_like.backends.constrained import (
+    TOOL_CLOSE,
+    TOOL_OPEN,
+    Constraint,
+    constraint_for,
+    prompt_messages,
+    read_answer,
+)
 from byzer_like.backends.llama_lora import LlamaAdapters
 from byzer_like.backends.transformers_stream import StopMatcher
 from byzer_like.errors import BackendError, InvalidRequestError, InvalidSpecError, ModelLoadError
@@ -61,6 +70,7 @@ class LlamaCppBackend(Backend):
     options_model: ClassVar[type[EngineOptions]] = LlamaCppOptions
     supported_params = frozenset({"max_tokens", "temperature", "top_p", "top_k", "min_p", "stop",
                                   "repetition_penalty", "presence_penalty", "frequency_penalty", "seed"})
+    supported_structured = frozenset({"tools", "json_object", "json_schema"})
     default_concurrency = 1
     default_cpus = 1.0
     options: LlamaCppOptions
@@ -121,23 +131,26 @@ class LlamaCppBackend(Backend):
         return self._llama.detokenize([token], special=True).decode("utf-8", errors="ignore") if token >= 0 else ""
 
     async def chat(self, req: ChatRequest) -> AsyncIterator[Chunk]:
-        """Format with the model's chat template, then generate."""
+        """Format with the model's chat template, then generate (under a grammar for tools and JSON)."""
         self.check_params(req)
         if self._formatter is None:
             raise InvalidRequestError("this model has no chat template; use completion, or deploy with "
                                       "infer_params chat_template=...", param="messages")
-        formatted = self._formatter(messages=[m.model_dump(exclude_none=True) for m in req.messages])
+        constraint = constraint_for(req)
+        messages = prompt_messages(req) or [m.model_dump(exclude_none=True) for m in req.messages]
+        formatted = self._formatter(messages=messages)
         stop = list(req.stop or []) + list(_as_list(formatted.stop))
         tokens = self._llama.tokenize(formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special,
                                       special=True)
-        async for chunk in self._generate(tokens, req.model_copy(update={"stop": stop})):
+        stream = self._generate(tokens, req.model_copy(update={"stop": stop}), gbnf(constraint))
+        async for chunk in read_answer(stream, constraint):
             yield chunk
 
     async def complete(self, req: CompletionRequest) -> AsyncIterator[Chunk]:
-        """Continue ``req.prompt`` (special tokens such as ``<|im_start|>`` are parsed, as llama.cpp and TGI do)."""
+        """Continue ``req.prompt`` (special tokens parsed, as llama.cpp and TGI do; a JSON format constrains it)."""
         self.check_params(req)
         tokens = self._llama.tokenize(req.prompt.encode("utf-8"), add_bos=True, special=True)
-        async for chunk in self._generate(tokens, req):
+        async for chunk in self._generate(tokens, req, gbnf(constraint_for(req))):
             yield chunk
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
@@ -170,7 +183,8 @@ class LlamaCppBackend(Backend):
         async with self._lock:
             self._adapters.unload(self._llama, name)
 
-    async def _generate(self, tokens: list[int], req: ChatRequest | CompletionRequest) -> AsyncIterator[Chunk]:
+    async def _generate(self, tokens: list[int], req: ChatRequest | CompletionRequest,
+                        grammar: str | None = None) -> AsyncIterator[Chunk]:
         n_ctx = self.options.n_ctx
         if len(tokens) >= n_ctx:
             raise InvalidRequestError(
@@ -178,11 +192,16 @@ class LlamaCppBackend(Backend):
                 "with a larger --infer_params n_ctx=...", param="messages")
         async with self._lock:  # NOTE: one Llama object runs one sequence at a time.
             interval_s = (self.spec.stream_interval_ms or 0) / 1000
-            async for chunk in _drain_thread(lambda stop: self._run(tokens, req, stop), interval_s):
+            async for chunk in _drain_thread(lambda stop: self._run(tokens, req, stop, grammar), interval_s):
                 yield chunk
 
-    def _run(self, tokens: list[int], req: ChatRequest | CompletionRequest, stop: threading.Event) -> Iterator[Chunk]:
+    def _run(self, tokens: list[int], req: ChatRequest | CompletionRequest, stop: threading.Event,
+             grammar: str | None = None) -> Iterator[Chunk]:
         kwargs = self._sampling_defaults()
+        if grammar is not None:
+            from llama_cpp import LlamaGrammar
+
+            kwargs["grammar"] = LlamaGrammar.from_string(grammar, verbose=False)
         kwargs.update({_PARAM_NAMES.get(k, k): getattr(req, k) for k in req.set_params() - {"max_tokens", "stop"}})
         limit = self.options.max_new_tokens(req.max_tokens, self.options.n_ctx - len(tokens))
         # NOTE: stop strings are matched here, not by llama.cpp: its stream then hands over each token's text as it
@@ -232,6 +251,26 @@ class LlamaCppBackend(Backend):
         """Model file, threads and context size."""
         return {"model_path": self.spec.backend.model_path, "n_threads": self.n_threads, "n_ctx": self.options.n_ctx,
                 **self._adapters.describe()}
+
+
+def gbnf(constraint: Constraint | None) -> str | None:
+    """The llama.cpp grammar (GBNF) for a constraint; None for free text.
+
+    JSON schemas go through llama-cpp-python's own converter. ``text_or_calls`` is plain text that does not start
+    with ``<``, or one or more ``<tool_call>`` blocks each holding a schema-valid call.
+    """
+    if constraint is None:
+        return None
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    if constraint.kind in ("json", "calls"):
+        return json_schema_to_gbnf(json.dumps(constraint.schema or {}))
+    if constraint.kind == "text_or_calls":
+        # NOTE: the converter names its top rule `root`; ours wraps it, so it becomes `call`.
+        call = json_schema_to_gbnf(json.dumps(constraint.schema)).replace("root ::=", "call ::=", 1)
+        block = f'"{TOOL_OPEN}" space call space "{TOOL_CLOSE}"'
+        return f"root ::= free-text | {block} (space {block})*\nfree-text ::= [^<] [^\\x00]*\n{call}"
+    raise InvalidRequestError("llama.cpp cannot constrain to a regex; use a JSON schema", param="response_format")
 
 
 def _as_list(value: str | list[str] | None) -> list[str]:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 from typing import Any, AsyncIterator, ClassVar
 
 from pydantic import Field
 
 from byzer_like.backends.base import Backend, EngineOptions, SamplingDefaults
+from byzer_like.backends.constrained import TOOL_OPEN, Constraint, constraint_for, prompt_messages, read_answer
 from byzer_like.backends.transformers_stream import IncrementalDecoder, StopMatcher, hf_source
 from byzer_like.errors import BackendError, InvalidRequestError, ModelLoadError
 from byzer_like.prepare import default_chat_model
@@ -44,6 +46,7 @@ class TransformersBackend(Backend):
     options_model: ClassVar[type[EngineOptions]] = TransformersOptions
     supported_params = frozenset({"max_tokens", "temperature", "top_p", "top_k", "min_p", "stop",
                                   "repetition_penalty", "seed", "stop_token_ids", "ignore_eos"})
+    supported_structured = frozenset({"tools", "json_object", "json_schema", "regex"})
     default_concurrency = 1
     default_cpus = 1.0
     options: TransformersOptions
@@ -52,6 +55,7 @@ class TransformersBackend(Backend):
         super().__init__(spec, index)
         self._model: Any = None
         self._tokenizer: Any = None
+        self._compiler: Any = None  # xgrammar's grammar compiler, made on the first constrained request
         self._lock = asyncio.Lock()
         self._adapters: dict[str, str] = {}  # name -> local PEFT folder
 
@@ -102,17 +106,42 @@ class TransformersBackend(Backend):
         self.check_params(req)
         if not getattr(self._tokenizer, "chat_template", None):
             raise InvalidRequestError("this model has no chat template; use completion instead", param="messages")
-        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+        constraint = constraint_for(req)
+        messages = prompt_messages(req) or [{"role": m.role, "content": m.text()} for m in req.messages]
         ids = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                                   return_dict=False)
-        async for chunk in self._generate(list(_as_ids(ids)), req):
+        async for chunk in read_answer(self._generate(list(_as_ids(ids)), req, constraint), constraint):
             yield chunk
 
     async def complete(self, req: CompletionRequest) -> AsyncIterator[Chunk]:
-        """Continue ``req.prompt``."""
+        """Continue ``req.prompt`` (constrained when ``response_format`` asks)."""
         self.check_params(req)
-        async for chunk in self._generate(self._tokenizer.encode(req.prompt), req):
+        async for chunk in self._generate(self._tokenizer.encode(req.prompt), req, constraint_for(req)):
             yield chunk
+
+    def logits_processor(self, constraint: Constraint) -> Any:
+        """An xgrammar logits processor enforcing ``constraint`` (one per ``generate`` call).
+
+        xgrammar (also vLLM's default structured-output backend) ships a transformers ``LogitsProcessor``, compiles
+        JSON schemas, regexes and structural tags against the tokenizer, and caches compiled grammars.
+        """
+        import xgrammar as xgr
+        from xgrammar.contrib.hf import LogitsProcessor
+
+        if self._compiler is None:
+            info = xgr.TokenizerInfo.from_huggingface(self._tokenizer, vocab_size=self._model.config.vocab_size)
+            self._compiler = xgr.GrammarCompiler(info)
+        if constraint.kind == "regex":
+            compiled = self._compiler.compile_regex(constraint.regex or "")
+        elif constraint.kind == "text_or_calls":
+            tags = [xgr.StructuralTagItem(begin=t["begin"], schema=json.dumps(t["schema"]), end=t["end"])
+                    for t in constraint.tagged_structures()]
+            compiled = self._compiler.compile_structural_tag(tags, [TOOL_OPEN])
+        else:
+            # NOTE: compact JSON (as on vLLM): a small model cannot spend max_tokens on blank lines
+            compiled = self._compiler.compile_json_schema(json.dumps(constraint.schema or {}), any_whitespace=False,
+                                                          separators=(",", ":"))
+        return LogitsProcessor(compiled)
 
     def to_generate_kwargs(self, req: SamplingParams, prompt_len: int) -> dict[str, Any]:
         """Translate our sampling parameters into ``generate`` keyword arguments."""
@@ -193,11 +222,14 @@ class TransformersBackend(Backend):
         self._model.set_adapter(name)
         return contextlib.nullcontext()
 
-    async def _generate(self, ids: list[int], req: SamplingParams) -> AsyncIterator[Chunk]:
+    async def _generate(self, ids: list[int], req: SamplingParams,
+                        constraint: Constraint | None = None) -> AsyncIterator[Chunk]:
         if len(ids) >= self.max_model_len:
             raise InvalidRequestError(f"the prompt is {len(ids)} tokens but the context window is "
                                       f"{self.max_model_len}; shorten it", param="messages")
         kwargs = self.to_generate_kwargs(req, len(ids))
+        if constraint is not None:
+            kwargs["logits_processor"] = [self.logits_processor(constraint)]
         matcher, decoder = StopMatcher(req.stop), IncrementalDecoder(self._tokenizer)
         count, finish = 0, None
         async with self._lock:  # NOTE: generate() runs one batch at a time; requests take turns.

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import uuid
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any, AsyncIterator, ClassVar, Literal
 from pydantic import Field
 
 from byzer_like.backends.base import Backend, EngineOptions, SamplingDefaults
+from byzer_like.backends.constrained import TOOL_OPEN, Constraint, constraint_for, prompt_messages, read_answer
 from byzer_like.errors import BackendError, InvalidRequestError, InvalidSpecError, ModelLoadError, UnsupportedError
 from byzer_like.prepare import default_chat_model
 from byzer_like.protocol import (
@@ -66,6 +68,9 @@ class VllmOptions(SamplingDefaults):
     max_loras: int = Field(default=4, ge=1, description="LoRA adapters one batch may mix.")
     max_lora_rank: int = Field(default=16, ge=1, description="Highest LoRA rank accepted.")
     max_cpu_loras: int | None = Field(default=None, ge=1, description="LoRA adapters kept in memory [max_loras].")
+    json_any_whitespace: bool = Field(
+        default=False, description="Let constrained JSON hold any whitespace (default: compact JSON, so a small "
+                                   "model cannot spend max_tokens on blank lines).")
 
 
 class VllmBackend(Backend):
@@ -75,6 +80,7 @@ class VllmBackend(Backend):
     supported_params = frozenset({"max_tokens", "temperature", "top_p", "top_k", "min_p", "stop", "seed",
                                   "repetition_penalty", "presence_penalty", "frequency_penalty", "stop_token_ids",
                                   "ignore_eos"})
+    supported_structured = frozenset({"tools", "json_object", "json_schema", "regex"})
     default_concurrency = 32
     # NOTE: vLLM's OMP threads spin on every core; each streamed message preempts them. Fewer, larger messages.
     default_stream_interval_ms = 200.0
@@ -135,6 +141,10 @@ class VllmBackend(Backend):
                     enforce_eager=o.enforce_eager if o.enforce_eager is not None else not self.on_gpu,
                     max_num_seqs=o.max_num_seqs or min(self.spec.worker_concurrency, 256),
                     tensor_parallel_size=o.tensor_parallel_size or max(1, gpus))
+        if not o.json_any_whitespace:  # NOTE: an engine setting in vLLM (xgrammar only), not a per-request one
+            from vllm.config import StructuredOutputsConfig
+
+            args["structured_outputs_config"] = StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True)
         return args
 
     async def start(self) -> None:
@@ -154,8 +164,8 @@ class VllmBackend(Backend):
         self._tokenizer = self._engine.get_tokenizer()
         self._max_len = self._engine.model_config.max_model_len
 
-    def to_sampling_params(self, req: SamplingParams, prompt_len: int) -> Any:
-        """Our sampling parameters as vLLM ``SamplingParams`` (streamed as deltas)."""
+    def to_sampling_params(self, req: SamplingParams, prompt_len: int, constraint: Constraint | None = None) -> Any:
+        """Our sampling parameters (and output constraint) as vLLM ``SamplingParams`` (streamed as deltas)."""
         from vllm.sampling_params import RequestOutputKind
         from vllm.sampling_params import SamplingParams as VllmSampling
 
@@ -168,23 +178,26 @@ class VllmBackend(Backend):
             temperature=o.default_temperature if req.temperature is None else req.temperature,
             top_p=req.top_p or o.default_top_p, stop=req.stop or None,
             repetition_penalty=req.repetition_penalty or o.default_repetition_penalty,
-            output_kind=RequestOutputKind.DELTA, **explicit)
+            output_kind=RequestOutputKind.DELTA, structured_outputs=structured_outputs(constraint), **explicit)
 
     async def chat(self, req: ChatRequest) -> AsyncIterator[Chunk]:
         """Format with the model's chat template, then generate."""
         self.check_params(req)
         if not getattr(self._tokenizer, "chat_template", None):
             raise InvalidRequestError("this model has no chat template; use completion instead", param="messages")
-        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+        constraint = constraint_for(req)
+        messages = prompt_messages(req) or [{"role": m.role, "content": m.text()} for m in req.messages]
         ids = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                                   return_dict=False)
-        async for chunk in self._generate(list(ids), req, req.request_id, req.adapter):
+        stream = self._generate(list(ids), req, req.request_id, constraint, req.adapter)
+        async for chunk in read_answer(stream, constraint):
             yield chunk
 
     async def complete(self, req: CompletionRequest) -> AsyncIterator[Chunk]:
-        """Continue ``req.prompt``."""
+        """Continue ``req.prompt`` (constrained when ``response_format`` asks)."""
         self.check_params(req)
-        async for chunk in self._generate(self._tokenizer.encode(req.prompt), req, req.request_id, req.adapter):
+        async for chunk in self._generate(self._tokenizer.encode(req.prompt), req, req.request_id,
+                                          constraint_for(req), req.adapter):
             yield chunk
 
     async def add_adapter(self, adapter: AdapterSpec) -> dict[str, Any]:
@@ -230,14 +243,14 @@ class VllmBackend(Backend):
             raise BackendError(f"adapter '{name}' is not loaded on worker {self.index}") from None
 
     async def _generate(self, ids: list[int], req: SamplingParams, request_id: str,
-                        adapter: str | None = None) -> AsyncIterator[Chunk]:
+                        constraint: Constraint | None = None, adapter: str | None = None) -> AsyncIterator[Chunk]:
         if self.options.runner != "generate":
             raise UnsupportedError("this vLLM deployment is a pooling (embedding) model; use embed", param="messages")
         if len(ids) >= self._max_len:
             raise InvalidRequestError(f"the prompt is {len(ids)} tokens but the context window is {self._max_len}; "
                                       "shorten it or deploy with a larger backend.max_model_len", param="messages")
         rid = f"{request_id}-{uuid.uuid4().hex[:8]}"  # NOTE: a retried request must not collide in the engine.
-        params = self.to_sampling_params(req, len(ids))
+        params = self.to_sampling_params(req, len(ids), constraint)
         lora = self._lora_request(adapter)
         count, finished = 0, False
         try:
@@ -286,6 +299,23 @@ class VllmBackend(Backend):
                 "tensor_parallel_size": args["tensor_parallel_size"], "pid": os.getpid(), "engine_pids": children,
                 "engine_unfinished_requests": self._engine.get_num_unfinished_requests() if self._engine else 0,
                 "lora": self.lora_enabled, "adapters": sorted(self._loras)}
+
+
+def structured_outputs(constraint: Constraint | None) -> Any:
+    """The ``StructuredOutputsParams`` of vLLM for a constraint (None: free text).
+
+    ``text_or_calls`` is a structural tag: free text until ``<tool_call>``, then a schema-valid call per tool.
+    """
+    if constraint is None:
+        return None
+    from vllm.sampling_params import StructuredOutputsParams
+
+    if constraint.kind == "regex":
+        return StructuredOutputsParams(regex=constraint.regex)
+    if constraint.kind == "text_or_calls":
+        tag = {"structures": constraint.tagged_structures(), "triggers": [TOOL_OPEN]}
+        return StructuredOutputsParams(structural_tag=json.dumps(tag))
+    return StructuredOutputsParams(json=constraint.schema)
 
 
 def _count_cores(bind: str) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import click
@@ -26,20 +28,37 @@ def _sampling_options(func: Any) -> Any:
     return click.option("--timeout", type=float, help="Give up after this many seconds.")(func)
 
 
+def _schema_format(path: str) -> dict[str, Any]:
+    """``response_format`` for a schema file (strict: the answer must validate)."""
+    try:
+        schema = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(f"cannot read a JSON schema from '{path}': {exc}",
+                                 param_hint="--json-schema") from None
+    if not isinstance(schema, dict):
+        raise click.BadParameter(f"'{path}' holds no JSON schema object", param_hint="--json-schema")
+    return {"type": "json_schema", "json_schema": {"name": Path(path).stem, "schema": schema, "strict": True}}
+
+
 @click.command()
 @click.argument("alias")
 @click.argument("text")
 @_sampling_options
 @click.option("--no-stream", is_flag=True, help="Print the answer when complete instead of streaming it.")
+@click.option("--json-schema", "json_schema", type=click.Path(exists=True, dir_okay=False),
+              help="A JSON schema file: the answer is JSON valid against it (response_format json_schema, strict).")
 @ray_address_option
 def chat(alias: str, text: str, system: str | None, max_tokens: int | None, temperature: float | None,
-         adapter: str | None, timeout: float | None, no_stream: bool, ray_address: str) -> None:
+         adapter: str | None, timeout: float | None, no_stream: bool, json_schema: str | None,
+         ray_address: str) -> None:
     """Chat with ALIAS; the answer streams to the terminal."""
     from byzer_like.client import Client
 
     connect_cli(ray_address)
     client = Client(alias, timeout=timeout)
     messages, params = _messages(text, system), _params(max_tokens, temperature, adapter)
+    if json_schema:
+        params["response_format"] = _schema_format(json_schema)
     if no_stream:
         click.echo(client.chat(messages, **params).text)
         return

@@ -95,6 +95,9 @@ def _message(answer: ChatResponse) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": answer.text}
     if answer.reasoning:
         message["reasoning_content"] = answer.reasoning
+    if answer.tool_calls:
+        message["tool_calls"] = [call.model_dump() for call in answer.tool_calls]
+        message["content"] = answer.text or None  # OpenAI: null content beside tool calls
     return message
 
 
@@ -114,6 +117,8 @@ def _chat_events(reply: _Reply, chunk: Chunk | None) -> list[dict[str, Any]]:
         delta["content"] = chunk.text
     if chunk.reasoning:
         delta["reasoning_content"] = chunk.reasoning
+    if chunk.tool_calls:
+        delta["tool_calls"] = [piece.openai() for piece in chunk.tool_calls]
     if delta or chunk.finish_reason is not None:
         finish = None if chunk.finish_reason is None else _finish(chunk.finish_reason)
         out.append(reply.head([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]))

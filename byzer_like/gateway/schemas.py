@@ -6,7 +6,9 @@ Every field lands in one of four places (see ``docs/gateway.md``):
   with a 400 naming it (``top_k``, ``min_p``, ``repetition_penalty``, ``stop_token_ids``, ...);
 - honoured by the gateway itself (``n`` for non-streamed requests, ``echo`` on completions, ``stream_options``);
 - metadata that changes nothing in the answer (``user``, ``conversation_id``);
-- rejected with a 400 naming it whenever set to a non-neutral value (``use_beam_search: true``, ``tools``, ...).
+- passed to the backend as a ``ChatRequest`` field: ``tools``, ``tool_choice``, ``parallel_tool_calls``,
+  ``response_format`` (a backend that cannot honour them answers 400 naming the field);
+- rejected with a 400 naming it whenever set to a non-neutral value (``use_beam_search: true``, ...).
 
 A field at its neutral value (``n: 1``, ``ignore_eos: false``, ``skip_special_tokens: true``, ...) asks for
 nothing and is accepted everywhere.
@@ -20,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from byzer_like.errors import InvalidRequestError, UnsupportedError
 from byzer_like.protocol import AudioFormat, Message, SamplingParams
+from byzer_like.structured import ResponseFormat, ToolChoice, ToolDef
 
 # NOTE: neutral value of each optional field: set to this, the field asks for nothing.
 NEUTRAL: dict[str, Any] = {
@@ -27,11 +30,12 @@ NEUTRAL: dict[str, Any] = {
     "spaces_between_special_tokens": True, "include_stop_str_in_output": False, "length_penalty": 1.0,
     "add_generation_prompt": True, "enable_repeat_stopper": False, "add_default_stop": True, "logprobs": False,
     "logit_bias": {}, "stop_token_ids": [], "white_list_token_ids": [], "white_list_token": [], "force_prompt": "",
-    "tools": [], "parallel_tool_calls": True, "tool_choice": "none", "response_format": {"type": "text"},
     "stop": [], "suffix": "",
 }  # best_of's neutral value is n
 GATEWAY_FIELDS = frozenset({"model", "messages", "prompt", "stream", "stream_options", "n", "user",
                             "conversation_id", "max_completion_tokens"})
+# passed to the backend as ChatRequest fields (Backend.check_structured refuses what an alias cannot honour)
+STRUCTURED_FIELDS = frozenset({"tools", "tool_choice", "parallel_tool_calls", "response_format"})
 
 
 class StreamOptions(BaseModel):
@@ -98,10 +102,10 @@ class ChatCompletionRequest(OpenAIParams):
     add_generation_prompt: bool | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tools: list[ToolDef] | None = None
+    tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
-    response_format: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
 
 
 class CompletionRequest(OpenAIParams):
@@ -167,7 +171,7 @@ def sampling_params(req: BaseModel) -> dict[str, Any]:
         neutral = (getattr(req, "n", None) or 1) if name == "best_of" else NEUTRAL.get(name, object())
         if value is None or name in GATEWAY_FIELDS or neutral == value:
             continue
-        if name in SamplingParams.model_fields:
+        if name in SamplingParams.model_fields or name in STRUCTURED_FIELDS:
             params[name] = value
         elif name != "echo":
             hint = f" or set it to {neutral!r}" if name in NEUTRAL or name == "best_of" else ""

@@ -6,18 +6,20 @@ carry id 0; ``details.tokens`` lists the streamed pieces of a streamed answer an
 
 from __future__ import annotations
 
+import json
 from typing import Any, AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from byzer_like.errors import BackendUnavailableError, UnsupportedError
+from byzer_like.errors import BackendUnavailableError, InvalidRequestError, UnsupportedError
 from byzer_like.gateway.auth import Grant
 from byzer_like.gateway.deps import aliases_of, grant_of
 from byzer_like.gateway.errors import request_id_of
 from byzer_like.gateway.sse import events, peek, sse_response
 from byzer_like.protocol import Chunk
+from byzer_like.structured import JsonSchemaSpec, ResponseFormat
 
 router = APIRouter(tags=["tgi"])
 _FINISH = {"length": "length", "stop": "eos_token"}
@@ -46,7 +48,7 @@ class TGIParameters(BaseModel):
     typical_p: float | None = Field(default=None, gt=0, lt=1)
     best_of: int | None = Field(default=None, ge=1)
     top_n_tokens: int | None = Field(default=None, ge=1)
-    grammar: dict[str, Any] | None = None
+    grammar: dict[str, Any] | None = Field(default=None, description="json (a schema) or regex: constrain the text.")
     adapter_id: str | None = None
 
     def sampling(self) -> dict[str, Any]:
@@ -55,7 +57,7 @@ class TGIParameters(BaseModel):
         Raises:
             UnsupportedError: for a TGI feature set to a non-neutral value we cannot honour.
         """
-        for name in ("decoder_input_details", "watermark", "truncate", "typical_p", "top_n_tokens", "grammar"):
+        for name in ("decoder_input_details", "watermark", "truncate", "typical_p", "top_n_tokens"):
             if getattr(self, name) not in (None, False):
                 raise UnsupportedError(f"parameter '{name}' is not supported", param=f"parameters.{name}")
         if self.best_of not in (None, 1):
@@ -67,9 +69,33 @@ class TGIParameters(BaseModel):
             params["stop"] = self.stop
         if self.adapter_id:
             params["adapter"] = self.adapter_id  # a LoRA adapter of the alias (404 when it has none of that name)
+        if self.grammar is not None:
+            params["response_format"] = grammar_format(self.grammar)
         if not self.do_sample and not any(getattr(self, k) is not None for k in _SAMPLING_FIELDS):
             params["temperature"] = 0.0  # TGI: do_sample false means greedy decoding
         return {k: v for k, v in params.items() if v is not None}
+
+
+def grammar_format(grammar: dict[str, Any]) -> ResponseFormat:
+    """TGI's ``grammar`` as our response format: ``json`` (a schema, as an object or JSON text) or ``regex``.
+
+    Raises:
+        InvalidRequestError: an unknown grammar type or an unreadable schema, naming ``parameters.grammar``.
+    """
+    kind, value = grammar.get("type"), grammar.get("value")
+    if kind == "regex" and isinstance(value, str):
+        return ResponseFormat(type="regex", regex=value)
+    if kind == "json_schema" and isinstance(value, dict):  # newer TGI: {"name": ..., "schema": {...}}
+        value = value.get("schema", value)
+    if kind in ("json", "json_schema"):
+        try:
+            schema = json.loads(value) if isinstance(value, str) else value
+        except ValueError:
+            schema = None
+        if isinstance(schema, dict):
+            return ResponseFormat(type="json_schema", json_schema=JsonSchemaSpec(schema=schema, strict=True))
+    raise InvalidRequestError("grammar must be {\"type\": \"json\", \"value\": <JSON schema>} or "
+                              "{\"type\": \"regex\", \"value\": <pattern>}", param="parameters.grammar")
 
 
 class TGIRequest(BaseModel):

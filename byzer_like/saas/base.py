@@ -210,6 +210,7 @@ class SaasBackend(Backend):
                 f"parameter '{unsupported[0]}' is not supported by {self.spec.backend.model_type} "
                 f"(supported: {', '.join(sorted(self.supported_params))}); remove it from the request",
                 param=unsupported[0])
+        self.check_structured(req)
 
     async def shutdown(self) -> None:
         """Close the client's connections."""

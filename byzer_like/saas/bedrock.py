@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, AsyncIterator, ClassVar
@@ -29,10 +30,11 @@ from botocore.config import Config
 from pydantic import Field, SecretStr
 
 from byzer_like.backends.base import EngineOptions
-from byzer_like.errors import UnsupportedError
+from byzer_like.errors import InvalidRequestError, UnsupportedError
 from byzer_like.protocol import ChatRequest, Chunk, Message, Usage
 from byzer_like.saas.base import SaasBackend, SaasOptions
 from byzer_like.saas.errors import ErrorMap, connection_error, error_for_status, timeout_error
+from byzer_like.structured import ToolCallDelta
 
 BEDROCK_PARAMS = {"max_tokens": "maxTokens", "temperature": "temperature", "top_p": "topP", "stop": "stopSequences"}
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
@@ -43,6 +45,7 @@ CODE_STATUS = {"UnrecognizedClientException": 401, "InvalidSignatureException": 
                "ThrottlingException": 429, "throttlingException": 429, "ServiceQuotaExceededException": 429,
                "ModelTimeoutException": 408, "ServiceUnavailableException": 503, "InternalServerException": 500,
                "ModelStreamErrorException": 502, "modelStreamErrorException": 502}
+FORMAT_TOOL = "json_answer"  # the forced tool that carries a JSON response_format
 
 
 class BedrockOptions(SaasOptions):
@@ -76,6 +79,7 @@ class BedrockBackend(SaasBackend):
 
     options_model: ClassVar[type[EngineOptions]] = BedrockOptions
     supported_params = frozenset(BEDROCK_PARAMS)
+    supported_structured = frozenset({"tools", "json_object", "json_schema"})
     provider = "aws_bedrock"
     options: BedrockOptions
 
@@ -112,13 +116,16 @@ class BedrockBackend(SaasBackend):
         """The ConverseStream arguments: system lifted, content blocks, inferenceConfig."""
         system = [{"text": m.text()} for m in req.messages if m.role in ("system", "developer")]
         kwargs: dict[str, Any] = {"modelId": self.model_for(req),
-                                  "messages": [to_converse(m) for m in req.messages
-                                               if m.role not in ("system", "developer")]}
+                                  "messages": to_converse_messages([m for m in req.messages
+                                                                    if m.role not in ("system", "developer")])}
         if system:
             kwargs["system"] = system
         config = self.params(req, BEDROCK_PARAMS)
         if config:
             kwargs["inferenceConfig"] = config
+        tool_config = converse_tool_config(req)
+        if tool_config:
+            kwargs["toolConfig"] = tool_config
         return kwargs
 
     async def stream_chat(self, req: ChatRequest) -> AsyncIterator[Chunk]:
@@ -127,22 +134,18 @@ class BedrockBackend(SaasBackend):
         response = await loop.run_in_executor(self.pool, partial(self.client.converse_stream,
                                                                  **self.request_kwargs(req)))
         events = iter(response["stream"])
-        finish, usage = None, Usage()
+        reader = _EventReader(as_text=FORMAT_TOOL if _format_schema(req) is not None else None,
+                              single=req.parallel_tool_calls is False)
         try:
             while (event := await loop.run_in_executor(self.pool, next, events, None)) is not None:
-                if "contentBlockDelta" in event:
-                    chunk = _delta_chunk(event["contentBlockDelta"]["delta"])
-                    if chunk is not None:
-                        yield chunk
-                elif "messageStop" in event:
-                    finish = STOP_REASONS.get(event["messageStop"].get("stopReason", ""), "stop")
-                elif "metadata" in event:
-                    raw = event["metadata"].get("usage", {})
-                    usage = Usage(prompt_tokens=raw.get("inputTokens", 0), completion_tokens=raw.get("outputTokens", 0))
+                chunk = reader.read(event)
+                if chunk is not None:
+                    yield chunk
         finally:
             response["stream"].close()
-        if finish is not None:
-            yield Chunk(finish_reason=finish, usage=usage)  # type: ignore[arg-type]
+        if reader.finish is not None:
+            finish = "stop" if reader.finish == "tool_calls" and not reader.tools else reader.finish
+            yield Chunk(finish_reason=finish, usage=reader.usage)  # type: ignore[arg-type]
 
     async def shutdown(self) -> None:
         """Stop the thread pool."""
@@ -157,20 +160,129 @@ class BedrockBackend(SaasBackend):
         return {**super().describe(), "region_name": self.options.region_name, "model_api_version": version}
 
 
-def _delta_chunk(delta: dict[str, Any]) -> Chunk | None:
-    if "text" in delta:
-        return Chunk(text=delta["text"])
-    reasoning = delta.get("reasoningContent", {}).get("text")
-    return Chunk(reasoning=reasoning) if reasoning else None
+class _EventReader:
+    """Converse stream events -> chunks: text, reasoning, and toolUse blocks as tool call pieces.
+
+    Args:
+        as_text: A tool whose input is the answer itself (the forced tool behind ``response_format``).
+        single: Pass on only the first tool call (``parallel_tool_calls: false``; Converse has no such switch).
+    """
+
+    def __init__(self, as_text: str | None, single: bool) -> None:
+        self.as_text, self.single = as_text, single
+        self.finish: str | None = None
+        self.usage = Usage()
+        self.tools: dict[int, int] = {}  # content block index -> tool call index
+        self.text_blocks: set[int] = set()
+
+    def read(self, event: dict[str, Any]) -> Chunk | None:
+        if "contentBlockStart" in event:
+            start = event["contentBlockStart"]
+            tool = start.get("start", {}).get("toolUse")
+            return self._tool_start(start.get("contentBlockIndex", 0), tool) if tool else None
+        if "contentBlockDelta" in event:
+            block = event["contentBlockDelta"]
+            return self._delta(block.get("contentBlockIndex", 0), block["delta"])
+        if "messageStop" in event:
+            self.finish = STOP_REASONS.get(event["messageStop"].get("stopReason", ""), "stop")
+        elif "metadata" in event:
+            raw = event["metadata"].get("usage", {})
+            self.usage = Usage(prompt_tokens=raw.get("inputTokens", 0), completion_tokens=raw.get("outputTokens", 0))
+        return None
+
+    def _tool_start(self, index: int, tool: dict[str, Any]) -> Chunk | None:
+        if tool.get("name") == self.as_text:
+            self.text_blocks.add(index)
+            return None
+        if self.single and self.tools:
+            return None
+        self.tools[index] = len(self.tools)
+        return Chunk(tool_calls=[ToolCallDelta(index=self.tools[index], id=tool.get("toolUseId"),
+                                               name=tool.get("name"))])
+
+    def _delta(self, index: int, delta: dict[str, Any]) -> Chunk | None:
+        if "text" in delta:
+            return Chunk(text=delta["text"])
+        if "toolUse" in delta:
+            partial = delta["toolUse"].get("input", "")
+            if index in self.text_blocks:
+                return Chunk(text=partial)
+            return Chunk(tool_calls=[ToolCallDelta(index=self.tools[index], arguments=partial)]) \
+                if index in self.tools else None
+        reasoning = delta.get("reasoningContent", {}).get("text")
+        return Chunk(reasoning=reasoning) if reasoning else None
+
+
+def converse_tool_config(req: ChatRequest) -> dict[str, Any] | None:
+    """Converse ``toolConfig`` for the request's tools, or a forced tool carrying a JSON ``response_format``.
+
+    Raises:
+        UnsupportedError: ``tool_choice: none`` with tools (Converse has no such choice), or a format with tools.
+    """
+    schema = _format_schema(req)
+    if schema is not None:
+        if req.uses_tools():
+            raise UnsupportedError("saas/aws_bedrock cannot combine tools with response_format",
+                                   param="response_format")
+        spec = {"name": FORMAT_TOOL, "description": "Give the answer as this tool's input.",
+                "inputSchema": {"json": schema}}
+        return {"tools": [{"toolSpec": spec}], "toolChoice": {"tool": {"name": FORMAT_TOOL}}}
+    if not req.tools:
+        return None
+    if req.tool_choice == "none":
+        raise UnsupportedError("saas/aws_bedrock has no tool_choice 'none'; leave the tools out instead",
+                               param="tool_choice")
+    tools = [{"toolSpec": {"name": t.function.name, "description": t.function.description or t.function.name,
+                           "inputSchema": {"json": t.function.parameters_schema()}}} for t in req.tools]
+    choice = req.tool_choice
+    if choice is None or choice == "auto":
+        return {"tools": tools, "toolChoice": {"auto": {}}}
+    if choice == "required":
+        return {"tools": tools, "toolChoice": {"any": {}}}
+    return {"tools": tools, "toolChoice": {"tool": {"name": choice.name}}}  # type: ignore[union-attr]
+
+
+def _format_schema(req: ChatRequest) -> dict[str, Any] | None:
+    fmt = req.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    return fmt.schema_dict() or {"type": "object"}
+
+
+def to_converse_messages(messages: list[Message]) -> list[dict[str, Any]]:
+    """Messages (no system) as Converse messages; consecutive same-role turns merge (tool results)."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        converted = to_converse(message)
+        if out and out[-1]["role"] == converted["role"]:
+            out[-1] = {"role": converted["role"], "content": out[-1]["content"] + converted["content"]}
+        else:
+            out.append(converted)
+    return out
 
 
 def to_converse(message: Message) -> dict[str, Any]:
-    """An OpenAI-style message as a Converse message (text and data-URL images)."""
+    """An OpenAI-style message as a Converse message (text, data-URL images, toolUse, toolResult)."""
+    if message.role == "tool":
+        return {"role": "user", "content": [{"toolResult": {"toolUseId": message.tool_call_id or "",
+                                                            "content": [{"text": message.text()}]}}]}
     if message.role not in ("user", "assistant"):
         raise UnsupportedError(f"saas/aws_bedrock cannot take a '{message.role}' message", param="messages")
+    if message.tool_calls:
+        text = [{"text": message.text()}] if message.text() else []
+        return {"role": "assistant", "content": text + [
+            {"toolUse": {"toolUseId": c.id, "name": c.function.name, "input": _arguments(c.function.arguments)}}
+            for c in message.tool_calls]}
     if isinstance(message.content, str) or message.content is None:
         return {"role": message.role, "content": [{"text": message.content or ""}]}
     return {"role": message.role, "content": [_block(p) for p in message.content]}
+
+
+def _arguments(text: str) -> Any:
+    try:
+        return json.loads(text or "{}")
+    except ValueError:
+        raise InvalidRequestError("a tool call's arguments are not JSON", param="messages") from None
 
 
 def _block(part: dict[str, Any]) -> dict[str, Any]:

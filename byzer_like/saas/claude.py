@@ -11,15 +11,17 @@ Example:
 
 from __future__ import annotations
 
+import json
 from typing import Any, AsyncIterator, ClassVar
 
 import anthropic
 from pydantic import Field
 
 from byzer_like.backends.base import EngineOptions
-from byzer_like.errors import UnsupportedError
+from byzer_like.errors import InvalidRequestError, UnsupportedError
 from byzer_like.protocol import ChatRequest, Chunk, Message, Usage
 from byzer_like.saas.base import SaasBackend, SaasOptions
+from byzer_like.structured import ToolCallDelta
 from byzer_like.saas.errors import ErrorMap, body_message, connection_error, error_for_status, \
     retry_after_seconds, timeout_error, transport_mappers
 
@@ -27,6 +29,7 @@ CLAUDE_PARAMS = {"max_tokens": "max_tokens", "temperature": "temperature", "top_
                  "stop": "stop_sequences"}
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
                 "refusal": "content_filter", "pause_turn": "stop"}
+FORMAT_TOOL = "json_answer"  # the forced tool that carries a JSON response_format
 
 
 class ClaudeOptions(SaasOptions):
@@ -58,6 +61,7 @@ class ClaudeBackend(SaasBackend):
 
     options_model: ClassVar[type[EngineOptions]] = ClaudeOptions
     supported_params = frozenset(CLAUDE_PARAMS)
+    supported_structured = frozenset({"tools", "json_object", "json_schema"})
     provider = "claude"
     options: ClaudeOptions
 
@@ -81,8 +85,8 @@ class ClaudeBackend(SaasBackend):
         """The Messages API body: system lifted out, content converted, params renamed."""
         system = "\n\n".join(m.text() for m in req.messages if m.role in ("system", "developer"))
         kwargs: dict[str, Any] = {"model": self.model_for(req), "max_tokens": self.options.max_tokens,
-                                  "messages": [to_claude(m) for m in req.messages if m.role not in ("system",
-                                                                                                    "developer")],
+                                  "messages": to_claude_messages([m for m in req.messages
+                                                                  if m.role not in ("system", "developer")]),
                                   **self.params(req, {"max_tokens": "max_tokens", "stop": "stop_sequences"})}
         # NOTE: newer SDKs dropped temperature/top_p/top_k from create()'s signature; the API still takes them.
         sampling = self.params(req, {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k"})
@@ -90,42 +94,139 @@ class ClaudeBackend(SaasBackend):
             kwargs["extra_body"] = sampling
         if system:
             kwargs["system"] = system
-        return kwargs
+        return {**kwargs, **claude_tool_fields(req)}
 
     async def stream_chat(self, req: ChatRequest) -> AsyncIterator[Chunk]:
         """One streamed Messages call, read from the SDK's raw events."""
         stream = await self.client.messages.create(stream=True, **self.request_kwargs(req))
-        usage, finish = Usage(), None
+        reader = _EventReader(as_text=FORMAT_TOOL if _format_schema(req) is not None else None)
         async with stream:
             async for event in stream:
-                if event.type == "message_start":
-                    usage.prompt_tokens = event.message.usage.input_tokens or 0
-                elif event.type == "content_block_delta":
-                    chunk = _delta_chunk(event.delta)
-                    if chunk is not None:
-                        yield chunk
-                elif event.type == "message_delta":
-                    finish = STOP_REASONS.get(event.delta.stop_reason or "", "stop")
-                    usage.completion_tokens = event.usage.output_tokens or 0
-                elif event.type == "message_stop":
-                    yield Chunk(finish_reason=finish or "stop", usage=usage)  # type: ignore[arg-type]
+                chunk = reader.read(event)
+                if chunk is not None:
+                    yield chunk
 
 
-def _delta_chunk(delta: Any) -> Chunk | None:
-    if delta.type == "text_delta":
-        return Chunk(text=delta.text)
-    if delta.type == "thinking_delta":
-        return Chunk(reasoning=delta.thinking)
-    return None
+class _EventReader:
+    """Anthropic stream events -> chunks: text, thinking, and tool_use blocks as tool call pieces.
+
+    Args:
+        as_text: A tool whose input is the answer itself (the forced tool behind ``response_format``).
+    """
+
+    def __init__(self, as_text: str | None) -> None:
+        self.as_text = as_text
+        self.usage, self.finish = Usage(), None
+        self.tools: dict[int, int] = {}  # content block index -> tool call index
+        self.text_blocks: set[int] = set()
+
+    def read(self, event: Any) -> Chunk | None:
+        if event.type == "message_start":
+            self.usage.prompt_tokens = event.message.usage.input_tokens or 0
+        elif event.type == "content_block_start" and event.content_block.type == "tool_use":
+            return self._tool_start(event.index, event.content_block)
+        elif event.type == "content_block_delta":
+            return self._delta(event.index, event.delta)
+        elif event.type == "message_delta":
+            self.finish = STOP_REASONS.get(event.delta.stop_reason or "", "stop")
+            self.usage.completion_tokens = event.usage.output_tokens or 0
+        elif event.type == "message_stop":
+            finish = "stop" if self.finish == "tool_calls" and not self.tools else self.finish
+            return Chunk(finish_reason=finish or "stop", usage=self.usage)  # type: ignore[arg-type]
+        return None
+
+    def _tool_start(self, index: int, block: Any) -> Chunk | None:
+        if block.name == self.as_text:
+            self.text_blocks.add(index)
+            return None
+        self.tools[index] = len(self.tools)
+        return Chunk(tool_calls=[ToolCallDelta(index=self.tools[index], id=block.id, name=block.name)])
+
+    def _delta(self, index: int, delta: Any) -> Chunk | None:
+        if delta.type == "text_delta":
+            return Chunk(text=delta.text)
+        if delta.type == "thinking_delta":
+            return Chunk(reasoning=delta.thinking)
+        if delta.type == "input_json_delta" and index in self.text_blocks:
+            return Chunk(text=delta.partial_json)
+        if delta.type == "input_json_delta" and index in self.tools:
+            return Chunk(tool_calls=[ToolCallDelta(index=self.tools[index], arguments=delta.partial_json)])
+        return None
+
+
+def claude_tool_fields(req: ChatRequest) -> dict[str, Any]:
+    """``tools`` and ``tool_choice`` in Anthropic's shape; a JSON ``response_format`` becomes a forced tool.
+
+    Raises:
+        UnsupportedError: ``response_format`` together with tools, or a schema whose top level is not an object.
+    """
+    schema = _format_schema(req)
+    if schema is not None:
+        if req.uses_tools():
+            raise UnsupportedError("saas/claude cannot combine tools with response_format", param="response_format")
+        if schema.get("type", "object") != "object":
+            raise UnsupportedError("saas/claude takes response_format schemas whose top level is an object",
+                                   param="response_format")
+        return {"tools": [{"name": FORMAT_TOOL, "description": "Give the answer as this tool's input.",
+                           "input_schema": schema}], "tool_choice": {"type": "tool", "name": FORMAT_TOOL}}
+    if not req.tools:
+        return {}
+    tools = [{"name": t.function.name, "description": t.function.description or "",
+              "input_schema": t.function.parameters_schema()} for t in req.tools]
+    choice = req.tool_choice
+    named = {"type": "tool", "name": choice.name} if choice is not None and not isinstance(choice, str) else None
+    out_choice = named or {"type": {"required": "any"}.get(choice or "auto", choice or "auto")}
+    if req.parallel_tool_calls is False and out_choice["type"] != "none":
+        out_choice["disable_parallel_tool_use"] = True
+    return {"tools": tools, "tool_choice": out_choice}
+
+
+def _format_schema(req: ChatRequest) -> dict[str, Any] | None:
+    fmt = req.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    return fmt.schema_dict() or {"type": "object"}
+
+
+def to_claude_messages(messages: list[Message]) -> list[dict[str, Any]]:
+    """OpenAI-style messages (no system) as Anthropic messages; consecutive same-role turns merge (tool results)."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        converted = to_claude(message)
+        if out and out[-1]["role"] == converted["role"]:
+            out[-1] = {"role": converted["role"], "content": _blocks(out[-1]) + _blocks(converted)}
+        else:
+            out.append(converted)
+    return out
+
+
+def _blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+    content = message["content"]
+    return [{"type": "text", "text": content}] if isinstance(content, str) else content
 
 
 def to_claude(message: Message) -> dict[str, Any]:
-    """One OpenAI-style message as an Anthropic message (tool role unsupported)."""
+    """One OpenAI-style message as an Anthropic message: tool calls become tool_use, tool results tool_result."""
+    if message.role == "tool":
+        return {"role": "user", "content": [{"type": "tool_result", "tool_use_id": message.tool_call_id or "",
+                                             "content": message.text()}]}
     if message.role not in ("user", "assistant"):
         raise UnsupportedError(f"saas/claude cannot take a '{message.role}' message", param="messages")
+    if message.tool_calls:
+        text = [{"type": "text", "text": message.text()}] if message.text() else []
+        return {"role": "assistant", "content": text + [
+            {"type": "tool_use", "id": c.id, "name": c.function.name, "input": _arguments(c.function.arguments)}
+            for c in message.tool_calls]}
     if isinstance(message.content, str) or message.content is None:
         return {"role": message.role, "content": message.content or ""}
     return {"role": message.role, "content": [_part(p) for p in message.content]}
+
+
+def _arguments(text: str) -> Any:
+    try:
+        return json.loads(text or "{}")
+    except ValueError:
+        raise InvalidRequestError("a tool call's arguments are not JSON", param="messages") from None
 
 
 def _part(part: dict[str, Any]) -> dict[str, Any]:

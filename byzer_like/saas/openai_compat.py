@@ -45,6 +45,7 @@ from byzer_like.saas.errors import (
     timeout_error,
     transport_mappers,
 )
+from byzer_like.structured import ToolCallDelta
 
 OPENAI_PARAMS = {"max_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p", "stop": "stop",
                  "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty", "seed": "seed"}
@@ -100,6 +101,7 @@ class OpenAIBackend(SaasBackend):
 
     options_model: ClassVar[type[EngineOptions]] = OpenAIOptions
     supported_params = frozenset(OPENAI_PARAMS)
+    supported_structured = frozenset({"tools", "json_object", "json_schema"})
     provider = "openai"
     options: OpenAIOptions
 
@@ -129,7 +131,7 @@ class OpenAIBackend(SaasBackend):
             kwargs["extra_body"] = extra
         if self.options.stream_usage:
             kwargs["stream_options"] = {"include_usage": True}
-        return kwargs
+        return {**kwargs, **openai_tool_fields(req)}
 
     async def stream_chat(self, req: ChatRequest) -> AsyncIterator[Chunk]:
         """One streamed chat completion; finish reason and usage go out together in the last chunk."""
@@ -142,8 +144,9 @@ class OpenAIBackend(SaasBackend):
                                   completion_tokens=event.usage.completion_tokens or 0)
                 for choice in event.choices[:1]:
                     text, reasoning = choice.delta.content or "", _reasoning(choice.delta)
-                    if text or reasoning:
-                        yield Chunk(text=text, reasoning=reasoning)
+                    calls = [_call_delta(c) for c in choice.delta.tool_calls or []] or None
+                    if text or reasoning or calls:
+                        yield Chunk(text=text, reasoning=reasoning, tool_calls=calls)
                     finish = choice.finish_reason or finish
         if finish is not None:
             yield Chunk(finish_reason=_finish(finish), usage=usage or Usage())
@@ -181,6 +184,26 @@ class OpenAIBackend(SaasBackend):
         images = [GeneratedImage(url=i.url, b64_json=i.b64_json, revised_prompt=i.revised_prompt)
                   for i in out.data or []]
         return ImageResponse(created=out.created, data=images)
+
+
+def openai_tool_fields(req: ChatRequest) -> dict[str, Any]:
+    """``tools``, ``tool_choice``, ``parallel_tool_calls`` and ``response_format`` as OpenAI takes them (as is)."""
+    out: dict[str, Any] = {}
+    if req.tools is not None:
+        out["tools"] = [t.model_dump(exclude_none=True) for t in req.tools]
+    if req.tool_choice is not None:
+        out["tool_choice"] = req.tool_choice if isinstance(req.tool_choice, str) else req.tool_choice.model_dump()
+    if req.parallel_tool_calls is not None:
+        out["parallel_tool_calls"] = req.parallel_tool_calls
+    if req.response_format is not None:
+        out["response_format"] = req.response_format.openai()
+    return out
+
+
+def _call_delta(call: Any) -> ToolCallDelta:
+    function = call.function
+    return ToolCallDelta(index=call.index, id=call.id, name=function.name if function else None,
+                         arguments=(function.arguments if function else None) or "")
 
 
 def _reasoning(delta: Any) -> str:

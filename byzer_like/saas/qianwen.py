@@ -17,9 +17,11 @@ from typing import Any, AsyncIterator, ClassVar
 
 import httpx
 
+from byzer_like.errors import UnsupportedError
 from byzer_like.protocol import ChatRequest, Chunk, EmbeddingRequest, EmbeddingResponse, Message, Usage
 from byzer_like.saas.base import SaasBackend
 from byzer_like.saas.errors import ErrorMap, error_for_status, retry_after_seconds, transport_mappers
+from byzer_like.structured import ToolCallDelta
 
 DEFAULT_BASE = "https://dashscope.aliyuncs.com"
 CHAT_PATH = "/api/v1/services/aigc/text-generation/generation"
@@ -53,6 +55,7 @@ class QianwenBackend(SaasBackend):
     """
 
     supported_params = frozenset(QWEN_PARAMS)
+    supported_structured = frozenset({"tools", "json_object", "json_schema"})
     provider = "qianwen"
     chat_path: ClassVar[str] = CHAT_PATH
 
@@ -68,14 +71,19 @@ class QianwenBackend(SaasBackend):
                                  headers={"Authorization": f"Bearer {self.secrets.get('api_key') or ''}"})
 
     def to_message(self, message: Message) -> dict[str, Any]:
-        """A message in DashScope's text-generation shape."""
-        return {"role": message.role, "content": message.text()}
+        """A message in DashScope's text-generation shape (OpenAI's tool_calls / tool_call_id as they are)."""
+        out: dict[str, Any] = {"role": message.role, "content": message.text()}
+        if message.tool_calls:
+            out["tool_calls"] = [c.model_dump() for c in message.tool_calls]
+        if message.tool_call_id:
+            out["tool_call_id"] = message.tool_call_id
+        return out
 
     async def stream_chat(self, req: ChatRequest) -> AsyncIterator[Chunk]:
         """One SSE generation call; ``incremental_output`` makes each event a delta."""
         body = {"model": self.model_for(req), "input": {"messages": [self.to_message(m) for m in req.messages]},
                 "parameters": {"result_format": "message", "incremental_output": True,
-                               **self.params(req, QWEN_PARAMS)}}
+                               **self.params(req, QWEN_PARAMS), **dashscope_tool_fields(req)}}
         headers = {"X-DashScope-SSE": "enable", "Accept": "text/event-stream"}
         async with self.client.stream("POST", self.chat_path, json=body, headers=headers) as resp:
             await _raise_for_status(resp)
@@ -99,6 +107,7 @@ class QianwenVLBackend(QianwenBackend):
 
     provider = "qianwen_vl"
     chat_path = VL_PATH
+    supported_structured = frozenset()  # the multimodal service: no tools or formats here
 
     def to_message(self, message: Message) -> dict[str, Any]:
         """Content as DashScope's list of ``{"text"}`` / ``{"image"}`` items."""
@@ -133,17 +142,46 @@ async def _sse_data(resp: httpx.Response) -> AsyncIterator[dict[str, Any]]:
             yield data
 
 
+def dashscope_tool_fields(req: ChatRequest) -> dict[str, Any]:
+    """DashScope's ``tools`` / ``tool_choice`` / ``parallel_tool_calls`` / ``response_format`` (OpenAI's shapes).
+
+    Raises:
+        UnsupportedError: ``tool_choice: required`` (DashScope has auto, none or a named function).
+    """
+    out: dict[str, Any] = {}
+    if req.tools:
+        out["tools"] = [t.model_dump(exclude_none=True) for t in req.tools]
+    if req.tool_choice == "required":
+        raise UnsupportedError("saas/qianwen has no tool_choice 'required'; name the function instead",
+                               param="tool_choice")
+    if req.tool_choice is not None:
+        out["tool_choice"] = req.tool_choice if isinstance(req.tool_choice, str) else req.tool_choice.model_dump()
+    if req.parallel_tool_calls is not None:
+        out["parallel_tool_calls"] = req.parallel_tool_calls
+    if req.response_format is not None and req.response_format.type != "text":
+        out["response_format"] = req.response_format.openai()
+    return out
+
+
+def _call_delta(call: dict[str, Any]) -> ToolCallDelta:
+    function = call.get("function") or {}
+    return ToolCallDelta(index=call.get("index", 0), id=call.get("id") or None, name=function.get("name") or None,
+                         arguments=function.get("arguments") or "")
+
+
 def _chunks(data: dict[str, Any]) -> list[Chunk]:
     choice = data["output"]["choices"][0]
     message = choice.get("message", {})
     content = message.get("content") or ""
     if isinstance(content, list):
         content = "".join(item.get("text", "") for item in content)
-    out = [Chunk(text=content, reasoning=message.get("reasoning_content") or "")] if content or message.get(
-        "reasoning_content") else []
+    calls = [_call_delta(c) for c in message.get("tool_calls") or []] or None
+    reasoning = message.get("reasoning_content") or ""
+    out = [Chunk(text=content, reasoning=reasoning, tool_calls=calls)] if content or reasoning or calls else []
     finish = choice.get("finish_reason")
     if finish and finish != "null":
         raw = data.get("usage", {})
         usage = Usage(prompt_tokens=raw.get("input_tokens", 0), completion_tokens=raw.get("output_tokens", 0))
-        out.append(Chunk(finish_reason="length" if finish == "length" else "stop", usage=usage))
+        reason = {"length": "length", "tool_calls": "tool_calls"}.get(finish, "stop")
+        out.append(Chunk(finish_reason=reason, usage=usage))  # type: ignore[arg-type]
     return out

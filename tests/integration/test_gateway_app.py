@@ -336,3 +336,22 @@ async def test_adapters_by_model_name_tgi_adapter_id_and_adapter_name(echo_alias
     assert "adapter 'nope'" in err["message"]
     assert "adapter 'no'" in _assert_error(tgi_missing, 404)["message"]
     _assert_error(embed, 400, "model")
+
+
+@pytest.mark.parametrize("field,value,param", [
+    ("tools", [{"type": "function", "function": {"name": "f"}}], "tools"),
+    ("response_format", {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}},
+     "response_format"),
+    ("response_format", {"type": "json_object"}, "response_format"),
+])
+async def test_tools_and_formats_an_alias_cannot_honour_are_a_400_naming_them(echo_aliases, field, value, param):
+    async with _client() as c:
+        resp = await c.post("/v1/chat/completions", json={**CHAT, field: value})
+        neutral = await c.post("/v1/chat/completions", json={**CHAT, "tools": [], "tool_choice": "none",
+                                                             "response_format": {"type": "text"}})
+        unknown = await c.post("/v1/chat/completions", json={**CHAT, "tools": value if field == "tools" else [],
+                                                             "tool_choice": {"type": "function",
+                                                                             "function": {"name": "g"}}})
+    _assert_error(resp, 400, param)
+    assert neutral.status_code == 200, neutral.text
+    assert unknown.status_code == 400 and "tool_choice" in unknown.text

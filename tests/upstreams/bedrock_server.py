@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.upstreams.server import UpstreamServer, count_tokens, cut, words_of
+from tests.upstreams.server import UpstreamServer, count_tokens, cut, pieces, tool_arguments, words_of
 
 AWS_ERRORS = {401: ("UnrecognizedClientException", 403), 429: ("ThrottlingException", 429),
               500: ("InternalServerException", 500), 503: ("ServiceUnavailableException", 503)}
@@ -33,9 +33,25 @@ def encode_event(event_type: str, payload: dict[str, Any]) -> bytes:
 
 
 def _text(message: dict[str, Any]) -> str:
+    results = [f"{b['toolResult']['toolUseId']}: {_text(b['toolResult'])}" for b in message["content"]
+               if "toolResult" in b]
+    if results:
+        return " ".join(results)
     texts = [b["text"] for b in message["content"] if "text" in b]
     images = sum("image" in b for b in message["content"])
     return " ".join(texts) + (f" [{images} image(s)]" if images else "")
+
+
+def tool_use_for(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The toolUse this fake answers with (``input`` as JSON text): when a toolConfig is given and the last turn
+    holds no toolResult. It uses the named tool (toolChoice.tool), else the first."""
+    config = body.get("toolConfig")
+    last = body["messages"][-1]
+    if not config or any("toolResult" in b for b in last["content"]):
+        return None
+    forced = (config.get("toolChoice") or {}).get("tool")
+    name = forced["name"] if forced else config["tools"][0]["toolSpec"]["name"]
+    return {"toolUseId": "tooluse_up_1", "name": name, "input": tool_arguments(name, _text(last))}
 
 
 class BedrockUpstream(UpstreamServer):
@@ -69,6 +85,19 @@ class BedrockUpstream(UpstreamServer):
                  "totalTokens": prompt + min(limit, len(words))}
         return words[:limit], stop, usage
 
+    async def _tool_use(self, resp: web.StreamResponse, call: dict[str, Any], usage: dict[str, int]) -> Any:
+        """The toolUse block: its start (id, name), then the input JSON in pieces; stopReason tool_use."""
+        start = {"toolUse": {"toolUseId": call["toolUseId"], "name": call["name"]}}
+        await resp.write(encode_event("contentBlockStart", {"contentBlockIndex": 0, "start": start}))
+        for piece in pieces(call["input"]):
+            await resp.write(encode_event("contentBlockDelta", {"contentBlockIndex": 0,
+                                                                "delta": {"toolUse": {"input": piece}}}))
+        await resp.write(encode_event("contentBlockStop", {"contentBlockIndex": 0}))
+        await resp.write(encode_event("messageStop", {"stopReason": "tool_use"}))
+        await resp.write(encode_event("metadata", {"usage": usage, "metrics": {"latencyMs": 1}}))
+        await resp.write_eof()
+        return resp
+
     async def converse(self, request: web.Request) -> web.StreamResponse:
         """``POST /model/{id}/converse``."""
         early, _, body = await self.admit(request)
@@ -87,6 +116,9 @@ class BedrockUpstream(UpstreamServer):
         resp = web.StreamResponse(headers={"Content-Type": "application/vnd.amazon.eventstream"})
         await resp.prepare(request)
         await resp.write(encode_event("messageStart", {"role": "assistant"}))
+        call = tool_use_for(body)
+        if call is not None:
+            return await self._tool_use(resp, call, usage)
         for i, word in enumerate(words):
             if fault is not None and fault.cut_after == i:
                 cut(resp, request)

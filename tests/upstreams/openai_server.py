@@ -14,17 +14,32 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.upstreams.server import UpstreamServer, count_tokens, cut, words_of
+from tests.upstreams.server import UpstreamServer, count_tokens, cut, pieces, tool_arguments, words_of
 
 
 def reply_for(body: dict[str, Any]) -> str:
-    """The deterministic answer: ``echo: <last message text>``."""
-    content = body["messages"][-1].get("content") or ""
+    """The deterministic answer: ``echo: <last message text>`` (after a tool result: ``echo: <its id>: <text>``)."""
+    last = body["messages"][-1]
+    content = last.get("content") or ""
+    if last["role"] == "tool":
+        content = f"{last['tool_call_id']}: {content}"
     if isinstance(content, list):
         text = " ".join(p.get("text", "") for p in content if p.get("type") == "text")
         images = sum(p.get("type") == "image_url" for p in content)
         content = f"{text} [{images} image(s)]" if images else text
     return f"echo: {content}"
+
+
+def tool_call_for(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The call this fake makes: when tools are given, tool_choice allows a call and the last turn is not a tool
+    result. It calls the named tool (or the first one) with :func:`tool_arguments`."""
+    tools, choice = body.get("tools") or [], body.get("tool_choice", "auto")
+    if not tools or choice == "none" or body["messages"][-1]["role"] == "tool":
+        return None
+    name = choice["function"]["name"] if isinstance(choice, dict) else tools[0]["function"]["name"]
+    text = body["messages"][-1].get("content") or ""
+    return {"id": "call_up_1", "type": "function",
+            "function": {"name": name, "arguments": tool_arguments(name, text if isinstance(text, str) else "")}}
 
 
 def prompt_tokens(body: dict[str, Any]) -> int:
@@ -62,6 +77,9 @@ class OpenAIUpstream(UpstreamServer):
         early, fault, body = await self.admit(request)
         if early is not None:
             return early
+        call = tool_call_for(body)
+        if call is not None:
+            return await self._tool_call(request, body, call)
         text = reply_for(body)
         words = words_of(text)[: body.get("max_tokens") or None]
         finish = "length" if len(words) < len(words_of(text)) else "stop"
@@ -73,6 +91,28 @@ class OpenAIUpstream(UpstreamServer):
                                       "model": body["model"], "usage": usage,
                                       "choices": [{"index": 0, "message": message, "finish_reason": finish}]})
         return await self._stream(request, body, words, finish, usage, fault.cut_after if fault else None)
+
+    async def _tool_call(self, request: web.Request, body: dict[str, Any], call: dict[str, Any]) -> web.StreamResponse:
+        """Answer with one tool call (streamed: id and name first, then the arguments in pieces)."""
+        usage = {"prompt_tokens": prompt_tokens(body), "completion_tokens": 5, "total_tokens": prompt_tokens(body) + 5}
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            return web.json_response({"id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()),
+                                      "model": body["model"], "usage": usage,
+                                      "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}]})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        head = {"index": 0, "id": call["id"], "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": ""}}
+        await resp.write(_sse(_chunk(body, {"role": "assistant", "content": None, "tool_calls": [head]}, None)))
+        for piece in pieces(call["function"]["arguments"]):
+            await resp.write(_sse(_chunk(body, {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}, None)))
+        await resp.write(_sse(_chunk(body, {}, "tool_calls")))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await resp.write(_sse({**_chunk(body, {}, None), "choices": [], "usage": usage}))
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
 
     async def _stream(self, request: web.Request, body: dict[str, Any], words: list[str], finish: str,
                       usage: dict[str, int], cut_after: int | None) -> web.StreamResponse:

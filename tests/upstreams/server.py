@@ -181,3 +181,14 @@ def words_of(text: str) -> list[str]:
 def count_tokens(text: str) -> int:
     """A stand-in tokenizer: whitespace words."""
     return len(text.split())
+
+
+def tool_arguments(name: str, text: str) -> str:
+    """The arguments a fake upstream calls ``name`` with: deterministic JSON naming the tool and the last text."""
+    return json.dumps({"tool": name, "echo": text, "n": len(text)})
+
+
+def pieces(text: str, count: int = 3) -> list[str]:
+    """``text`` cut into ``count`` consecutive fragments (streamed tool arguments)."""
+    size = max(1, -(-len(text) // count))
+    return [text[i:i + size] for i in range(0, len(text), size)]
