@@ -119,6 +119,22 @@ def test_gateway_answer_is_the_engines_own(ray_cluster, vllm_alias, direct):
     with gateway_serving() as url:
         assert_gateway_answers_like(direct, url, vllm_alias, max_tokens=24)
 
+
+def test_structured_outputs_and_tools_through_the_gateway(ray_cluster, vllm_alias):
+    """The openai SDK and LangChain through the gateway: json_schema 20/20, forced tools, a round trip (vLLM's
+    structured outputs constrain every answer)."""
+    from conftest import gateway_serving
+    from structured_checks import (check_forced_tool_call, check_json_object_and_stream, check_json_schema_answers,
+                                   check_langchain, check_tool_round_trip)
+
+    with gateway_serving() as url:
+        check_json_schema_answers(url, vllm_alias, workers=4)
+        check_json_object_and_stream(url, vllm_alias)
+        check_forced_tool_call(url, vllm_alias)
+        check_tool_round_trip(url, vllm_alias)
+        check_langchain(url, vllm_alias)
+
+
 def test_unfit_or_bad_options_leave_nothing(ray_cluster, cli):
     from byzer_like.pool import list_aliases
 
@@ -144,19 +160,3 @@ def test_undeploy_leaves_no_engine_process(vllm_alias, cli):
     while alive(pids) and time.time() < deadline:
         time.sleep(0.5)
     assert alive(pids) == []
-
-
-
-def test_structured_outputs_and_tools_through_the_gateway(ray_cluster, vllm_alias):
-    """The openai SDK and LangChain through the gateway: json_schema 20/20, forced tools, a round trip (vLLM's
-    structured outputs constrain every answer)."""
-    from conftest import gateway_serving
-    from structured_checks import (check_forced_tool_call, check_json_object_and_stream, check_json_schema_answers,
-                                   check_langchain, check_tool_round_trip)
-
-    with gateway_serving() as url:
-        check_json_schema_answers(url, vllm_alias, workers=4)
-        check_json_object_and_stream(url, vllm_alias)
-        check_forced_tool_call(url, vllm_alias)
-        check_tool_round_trip(url, vllm_alias)
-        check_langchain(url, vllm_alias)
