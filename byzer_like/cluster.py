@@ -214,11 +214,13 @@ def start_local_head() -> None:
 
 
 def status() -> dict:
-    """Address, dashboard URL, nodes and deployments of the connected cluster."""
+    """Address, dashboard URL, nodes (with each one's Prometheus metrics address) and deployments."""
     from byzer_like.pool import list_aliases
 
     info = current()
     nodes = [{"address": n["NodeManagerAddress"], "alive": n["Alive"],
+              "metrics_url": f"http://{n['NodeManagerAddress']}:{n['MetricsExportPort']}/metrics"
+              if n.get("MetricsExportPort") else None,
               "resources": {k: v for k, v in n["Resources"].items() if not k.startswith("node:")}}
              for n in ray.nodes()]
     return {"address": info.address, "dashboard_url": info.dashboard_url, "nodes": nodes,

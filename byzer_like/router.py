@@ -34,6 +34,7 @@ from byzer_like._ray import NAMESPACE, translate
 from byzer_like.adapter_registry import AdapterRegistry
 from byzer_like.autoscale import LoadSample, ScalerState, decide
 from byzer_like.errors import BackendUnavailableError, ByzerLikeError, ModelLoadError
+from byzer_like.metrics import AliasMetrics
 from byzer_like.policy import DEAD, DRAINING, READY, STARTING, SlotPool, WorkerSlot, table_stat
 from byzer_like.protocol import (
     ChatRequest,
@@ -95,6 +96,7 @@ class Router:
         self.tasks: set[asyncio.Task] = set()
         self.unwatched: list[WorkerSlot] = []
         self.adapters = AdapterRegistry(spec.alias, spec.adapters)
+        self.metrics = AliasMetrics(spec.alias, spec.backend.registry_key)
         if ray.get_runtime_context().was_current_actor_reconstructed:
             self._reattach()
 
@@ -259,60 +261,87 @@ class Router:
                 yield chunk
 
     async def _unary(self, method: str, req: Any) -> Any:
-        attempt = 0
+        attempt, arrived, adapter = 0, time.perf_counter(), getattr(req, "adapter", None) or ""
         self._check_serving()
         while True:
             row = await self.slots.acquire()
             start, ok, ref = time.perf_counter(), False, None
+            outcome, error_type = "error", None
             try:  # NOTE: dispatch inside the try: a failing .remote() must still return the slot.
                 ref = getattr(row.handle, method).remote(req)
                 result = await ref
-                ok = True
+                ok, outcome = True, "ok"
                 if (usage := getattr(result, "usage", None)) is not None:
                     row.count_tokens(usage)
+                    self.metrics.tokens(str(row.index), adapter, usage)
                 return result
             except asyncio.CancelledError:
+                outcome = "cancelled"
                 if ref is not None:
                     ray.cancel(ref)
                 raise
             except WORKER_DIED as exc:
+                error_type = "BackendUnavailableError"
                 attempt = self._retry_after_death(row, exc, attempt)
+                outcome = "retried"
             except Exception as exc:
-                raise translate(exc) from None
+                err = translate(exc)
+                error_type = type(err).__name__
+                raise err from None
             finally:
-                self.slots.release(row, time.perf_counter() - start, ok)
+                end = time.perf_counter()
+                self.slots.release(row, end - start, ok)
+                if outcome != "retried":
+                    self.metrics.request(str(row.index), adapter, outcome, end - arrived, start - arrived,
+                                         error_type)
 
     async def _stream(self, method: str, req: Any) -> AsyncIterator[Chunk]:
-        attempt = 0
+        attempt, arrived, adapter = 0, time.perf_counter(), getattr(req, "adapter", None) or ""
         self._check_serving()
         while True:
             row = await self.slots.acquire()
             start, ok, gen, sent = time.perf_counter(), False, None, 0
+            outcome, error_type = "error", None
             try:
                 gen = getattr(row.handle, method).remote(req)
                 async for ref in gen:
                     chunk = await ref
-                    if chunk.usage is not None:
-                        row.count_tokens(chunk.usage)
+                    self._count_chunk(row, adapter, chunk, sent, arrived)
                     sent += 1
                     yield chunk
-                ok = True
+                ok, outcome = True, "ok"
                 return
             except (asyncio.CancelledError, GeneratorExit):
+                outcome = "cancelled"
                 if gen is not None:
                     ray.cancel(gen)
                 raise
             except WORKER_DIED as exc:
+                error_type = "BackendUnavailableError"
                 if sent:
                     self._worker_died(row, exc)
                     raise BackendUnavailableError(
                         f"the worker serving this stream died after {sent} chunk(s) were sent; the answer is "
                         "incomplete, retry the request") from None
                 attempt = self._retry_after_death(row, exc, attempt)
+                outcome = "retried"
             except Exception as exc:
-                raise translate(exc) from None
+                err = translate(exc)
+                error_type = type(err).__name__
+                raise err from None
             finally:
-                self.slots.release(row, time.perf_counter() - start, ok)
+                end = time.perf_counter()
+                self.slots.release(row, end - start, ok)
+                if outcome != "retried":
+                    self.metrics.request(str(row.index), adapter, outcome, end - arrived, start - arrived,
+                                         error_type)
+
+    def _count_chunk(self, row: WorkerSlot, adapter: str, chunk: Chunk, sent: int, arrived: float) -> None:
+        if chunk.usage is not None:
+            row.count_tokens(chunk.usage)
+            self.metrics.tokens(str(row.index), adapter, chunk.usage)
+        if not sent:
+            self.metrics.first_token(adapter, time.perf_counter() - arrived)
 
     def _retry_after_death(self, row: WorkerSlot, exc: BaseException, attempt: int) -> int:
         """A request's worker died: take it out, and return the next attempt number, or raise when none is left."""
@@ -320,6 +349,7 @@ class Router:
         if attempt >= self.scaling.max_retries:
             raise translate(exc) from None
         self.retries += 1
+        self.metrics.retry()
         return attempt + 1
 
     # -- supervision -----------------------------------------------------------------------------------------
@@ -432,8 +462,14 @@ class Router:
                     self._spawn(self._check_health_all())
                 self._finish_draining()
                 self._scale(now)
+                self._publish_gauges()
             except Exception:  # noqa: BLE001 - the loop must outlive any one bad tick
                 logger.exception("control loop of %s", self.spec.alias)
+
+    def _publish_gauges(self) -> None:
+        rows = self.slots.table
+        phases = {p: sum(1 for r in rows if r.phase == p) for p in (STARTING, READY, DRAINING)}
+        self.metrics.pool(len(self.slots.waiters), {str(r.index): r.running for r in rows}, phases)
 
     def _scale(self, now: float) -> None:
         rows = self.slots.table
@@ -464,12 +500,16 @@ class Router:
             if now < self.next_start_at:
                 return
             self.next_start_at = now + min(30.0, 0.5 * 2 ** max(0, len(self.deaths) - 1))
-        before = self._live()
+        before, replaced = self._live(), 0
         for _ in range(count):
             restarts = self.credits.popleft() if self.credits else 0
-            self.total_restarts += 1 if restarts else 0
+            if restarts:
+                self.total_restarts += 1
+                replaced += 1
+                self.metrics.restart()
             self._spawn(self._add_worker(restarts))
         self.desired = before + count
+        self.metrics.scaled("up", count - replaced)  # replacements are restarts, not scaling
         self._event(before, before + count, reason)
 
     def _degrade(self, why: str) -> None:
@@ -510,6 +550,7 @@ class Router:
         for row in ready[:count]:
             row.phase = DRAINING
         self.desired = self._live()
+        self.metrics.scaled("down", before - self._live())
         self._event(before, self._live(), reason)
         self._finish_draining()
 
@@ -613,9 +654,15 @@ class Router:
         return self.adapters.stat()
 
     # -- introspection ---------------------------------------------------------------------------------------
-    def stat(self) -> dict[str, Any]:
-        """Byzerllm's stat JSON plus queue, running, errors, latency, phases, restarts and scaling events."""
+    async def stat(self) -> dict[str, Any]:
+        """Byzerllm's stat JSON plus queue, running, errors, latency, phases, restarts and scaling events.
+
+        Also the deploy phase and, for SaaS aliases, the workers' upstream counters (retries, rate limits).
+        """
         out = table_stat(self.slots.table, self.spec.worker_concurrency, len(self.slots.waiters))
+        out["deploy_phase"] = self.deploy_phase
+        if self.spec.backend.is_saas:
+            out["saas"] = await self._saas_counters()
         low, high = self.scaling.bounds(self.spec.resources.num_workers)
         out.update(alias=self.spec.alias, backend=self.spec.backend.registry_key,
                    uptime_s=round(time.time() - self.created, 1), current_workers=self._live(),
@@ -626,6 +673,19 @@ class Router:
                    retry_after_s=self.slots.expected_wait(), adapters=self.adapters.stat(),
                    events=list(self.events)[-20:])
         return out
+
+    async def _saas_counters(self) -> dict[str, Any]:
+        """Per worker and summed: the proxies' requests, errors, retries, rate limits and last Retry-After."""
+        rows = [r for r in self.slots.table if r.phase in (READY, DRAINING)]
+        found = await asyncio.gather(*(asyncio.wait_for(r.handle.describe.remote(), 5.0) for r in rows),
+                                     return_exceptions=True)
+        keys = ("requests", "errors", "retries", "rate_limited", "prompt_tokens", "completion_tokens")
+        workers = [{"worker": r.index, **{k: d.get(k) for k in (*keys, "last_retry_after_s", "upstream_seconds")}}
+                   for r, d in zip(rows, found, strict=True) if isinstance(d, dict)]
+        total: dict[str, Any] = {k: sum(w[k] or 0 for w in workers) for k in keys}
+        after = [w["last_retry_after_s"] for w in workers if w["last_retry_after_s"] is not None]
+        total["last_retry_after_s"] = after[-1] if after else None
+        return {**total, "workers": workers}
 
     def get_spec(self) -> DeploySpec:
         """The spec this alias was deployed with."""

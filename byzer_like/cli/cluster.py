@@ -18,7 +18,7 @@ def cluster() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @ray_address_option
 def status(as_json: bool, ray_address: str) -> None:
-    """Address, dashboard URL, nodes and deployments."""
+    """Address, dashboard URL, nodes with their metrics addresses, and deployments."""
     from byzer_like.cluster import status as cluster_status
 
     connect_cli(ray_address)
@@ -30,6 +30,8 @@ def status(as_json: bool, ray_address: str) -> None:
     for node in data["nodes"]:
         res = ", ".join(f"{k}={v:g}" for k, v in sorted(node["resources"].items()) if "memory" not in k)
         click.echo(f"node:        {node['address']} {'alive' if node['alive'] else 'DEAD'} ({res})")
+        if node["alive"] and node["metrics_url"]:
+            click.echo(f"  metrics:   {node['metrics_url']} (Prometheus; byzer-like series: ray_byzer_like_*)")
     click.echo(f"deployments: {', '.join(data['deployments']) or '-'}")
 
 

@@ -25,7 +25,8 @@ def prepare(names: tuple[str, ...], cache_dir: str | None, force: bool) -> None:
     byzer-like models prepare                 # everything
     byzer-like models prepare smollm2-hf --cache-dir /data/models
     """
-    from byzer_like.prepare import PREPARED_MODELS, cache_dir as resolve_cache, prepare_model
+    from byzer_like.prepare import PREPARED_MODELS, prepare_model
+    from byzer_like.prepare import cache_dir as resolve_cache
 
     cache = resolve_cache(cache_dir)
     chosen = list(names) or list(PREPARED_MODELS)
@@ -44,7 +45,8 @@ def prepare(names: tuple[str, ...], cache_dir: str | None, force: bool) -> None:
 @click.option("--cache-dir", "--cache_dir", "cache_dir", type=click.Path(file_okay=False), help=_CACHE_HELP)
 def list_models(cache_dir: str | None) -> None:
     """Show the preparable models and whether each is in the cache."""
-    from byzer_like.prepare import PREPARED_MODELS, cache_dir as resolve_cache
+    from byzer_like.prepare import PREPARED_MODELS
+    from byzer_like.prepare import cache_dir as resolve_cache
 
     cache = resolve_cache(cache_dir)
     for model in PREPARED_MODELS.values():

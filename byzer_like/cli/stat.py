@@ -16,7 +16,8 @@ def render_table(stat: dict[str, Any]) -> str:
     head = (f"{stat['alias']} ({stat['backend']}): {stat['total_workers']} workers, {stat['busy_workers']} busy, "
             f"{stat['idle_workers']} idle; {stat['worker_max_concurrency']} slots each; "
             f"queue {stat['queue_length']}; strategy {stat['load_balance_strategy']}")
-    pool = (f"pool {stat['status']}: {stat['current_workers']} workers (min {stat['min_workers']}, max "
+    pool = (f"pool {stat['status']} (deploy {stat.get('deploy_phase', 'ready')}): {stat['current_workers']} workers "
+            f"(min {stat['min_workers']}, max "
             f"{stat['max_workers']}); {stat['retries']} retries, {stat['total_restarts']} restarts"
             + (f"; last error: {stat['last_error']}" if stat.get("last_error") else ""))
     lines = [head, pool, f"{'WORKER':>6} {'PHASE':>8} {'FREE':>5} {'RUNNING':>8} {'REQUESTS':>9} {'ERRORS':>7} "
@@ -30,6 +31,11 @@ def render_table(stat: dict[str, Any]) -> str:
                      f"{stat['errors'][i]:>7} {stat['workers_last_work_time'][i]:>10} "
                      f"{cells[0]:>8} {cells[1]:>8} {cells[2]:>8} {stat['completion_tokens'][i]:>8} "
                      f"{stat['tokens_per_s'][i]:>7} {stat['restarts'][i]:>8}  {'yes' if stat['healthy'][i] else 'NO'}")
+    if (up := stat.get("saas")) is not None:
+        after = up["last_retry_after_s"]
+        lines.append(f"  upstream: {up['requests']} requests, {up['errors']} errors, {up['retries']} retries, "
+                     f"{up['rate_limited']} rate limited"
+                     + (f" (last Retry-After {after:g}s)" if after is not None else ""))
     for a in stat.get("adapters", []):
         lines.append(f"  adapter {a['name']} ({a['phase']}): {a['requests']} requests, {a['running']} running, "
                      f"{a['errors']} errors")

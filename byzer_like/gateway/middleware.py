@@ -12,12 +12,14 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from byzer_like.gateway.errors import error_response
+from byzer_like.metrics import GatewayRayMetrics
 
 
 class GatewayMetrics:
     """Request counters and latency per route template and status, in the app's own registry."""
 
     def __init__(self) -> None:
+        self.cluster = GatewayRayMetrics()  # every replica's counts, summed where Ray's metrics are scraped
         self.registry = CollectorRegistry()
         self.requests = Counter("byzer_like_gateway_requests", "HTTP requests handled.", ["route", "status"],
                                 registry=self.registry)
@@ -31,6 +33,7 @@ class GatewayMetrics:
         name = getattr(route, "path", "unmatched")
         self.requests.labels(name, str(status)).inc()
         self.latency.labels(name).observe(seconds)
+        self.cluster.observe(name, status, seconds)
 
 
 class GatewayMiddleware:

@@ -24,6 +24,7 @@ from pydantic import Field, SecretStr
 
 from byzer_like.backends.base import Backend, EngineOptions
 from byzer_like.errors import BackendError, ByzerLikeError, RateLimitError, UnsupportedError, UpstreamError
+from byzer_like.metrics import AliasMetrics
 from byzer_like.protocol import (
     ChatRequest,
     Chunk,
@@ -86,6 +87,7 @@ class SaasBackend(Backend):
     def __init__(self, spec: DeploySpec, index: int = 0) -> None:
         super().__init__(spec, index)
         self.counters = UsageCounters()
+        self.metrics = AliasMetrics(spec.alias, spec.backend.registry_key)
         self.errors = self.error_map()
         self.policy = RetryPolicy(self.options.max_retries, self.options.retry_base_s, self.options.retry_max_s,
                                   self.options.retry_budget_s)
@@ -177,16 +179,19 @@ class SaasBackend(Backend):
             self.counters.errors += 1
             raise
         finally:
-            self.counters.upstream_seconds += time.perf_counter() - start
+            self._timed(start)
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
         """Embed with retries."""
         self.counters.requests += 1
+        start = time.perf_counter()
         try:
             out = await call_with_retries(lambda: self.embed_once(req), self.policy, self.errors, self._on_retry)
         except ByzerLikeError:
             self.counters.errors += 1
             raise
+        finally:
+            self._timed(start)
         self.counters.prompt_tokens += out.usage.prompt_tokens
         return out
 
@@ -248,13 +253,20 @@ class SaasBackend(Backend):
             self.counters.errors += 1
             raise
         finally:
-            self.counters.upstream_seconds += time.perf_counter() - start
+            self._timed(start)
+
+    def _timed(self, start: float) -> None:
+        seconds = time.perf_counter() - start
+        self.counters.upstream_seconds += seconds
+        self.metrics.upstream(seconds)
 
     def _on_retry(self, err: ByzerLikeError) -> None:
         self.counters.retries += 1
-        if isinstance(err, RateLimitError):
+        limited = isinstance(err, RateLimitError)
+        if limited:
             self.counters.rate_limited += 1
             self.counters.last_retry_after_s = err.retry_after
+        self.metrics.upstream_retry(str(self.index), type(err).__name__, limited, getattr(err, "retry_after", None))
 
     def params(self, req: SamplingParams, names: dict[str, str]) -> dict[str, Any]:
         """The set sampling parameters renamed to the provider's names (``names``: ours -> theirs)."""
