@@ -68,6 +68,15 @@ def run_engine(engine: str, args: argparse.Namespace) -> dict[str, Any]:
         undeploy(spec.alias, force=True)
 
 
+def wait_for_free_cpus(cpus: float, timeout_s: float = 60) -> None:
+    """An undeployed worker's CPUs return to the cluster a moment after its actor is killed."""
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while ray.available_resources().get("CPU", 0) < cpus and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
 def summarize(runs: list[tuple[int, float]]) -> dict[str, float]:
     rates = [tokens / secs for tokens, secs in runs if secs > 0]
     return {"median_tok_s": round(statistics.median(rates), 2), "min_tok_s": round(min(rates), 2),
@@ -83,7 +92,19 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=256, help="max_tokens of every request.")
     parser.add_argument("--cpus", type=float, default=2, help="cpus_per_worker (llama.cpp threads follow it).")
     args = parser.parse_args()
-    results = {engine: run_engine(engine, args) for engine in args.engines.split(",")}
+    import ray
+
+    # NOTE: our own short-lived cluster (stopped at the end), with room for one worker of each engine at a time
+    ray.init(address="local", namespace="byzer_like", num_cpus=max(2, int(args.cpus) * 2), include_dashboard=False,
+             log_to_driver=False)
+    results = {}
+    try:
+        for engine in args.engines.split(","):
+            results[engine] = run_engine(engine, args)
+            print(engine, json.dumps(results[engine]), flush=True)
+            wait_for_free_cpus(args.cpus)
+    finally:
+        ray.shutdown()
     print(json.dumps({"config": vars(args), "results": results}, indent=2))
     for engine, modes in results.items():
         plain, schema = modes["plain"]["median_tok_s"], modes["schema"]["median_tok_s"]
