@@ -80,7 +80,7 @@ class Worker:
 
     async def chat(self, req: ChatRequest) -> ChatResponse:
         """Answer a chat request in one piece."""
-        return await _guard(collect(self.backend.chat(req)))
+        return await _guard(self.backend.chat_once(req))
 
     async def chat_stream(self, req: ChatRequest) -> AsyncIterator[Chunk]:
         """Stream the answer to a chat request."""

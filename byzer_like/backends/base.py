@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from byzer_like.errors import InvalidSpecError, UnsupportedError
 from byzer_like.protocol import (
     ChatRequest,
+    ChatResponse,
     Chunk,
     CompletionRequest,
     EmbeddingRequest,
@@ -30,6 +31,7 @@ from byzer_like.protocol import (
     SpeechResponse,
     TranscriptionRequest,
     TranscriptionResponse,
+    collect,
 )
 from byzer_like.spec import AdapterSpec, DeploySpec
 
@@ -148,6 +150,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def chat(self, req: ChatRequest) -> AsyncIterator[Chunk]:
         """Stream the answer to a chat request."""
+
+    async def chat_once(self, req: ChatRequest) -> ChatResponse:
+        """The whole answer to a chat request (the stream, collected; a backend may answer in one piece)."""
+        return await collect(self.chat(req))
 
     def complete(self, req: CompletionRequest) -> AsyncIterator[Chunk]:
         """Stream a plain completion of ``req.prompt``."""

@@ -14,7 +14,7 @@ import openai
 from pydantic import Field
 
 from byzer_like.backends.base import EngineOptions
-from byzer_like.saas.openai_compat import OpenAIBackend, OpenAIOptions
+from byzer_like.saas.openai_compat import OpenAIBackend, OpenAIOptions, sdk_http_client
 
 
 class AzureOpenAIOptions(OpenAIOptions):
@@ -43,7 +43,7 @@ class AzureOpenAIBackend(OpenAIBackend):
                                        azure_endpoint=self.options.azure_endpoint,
                                        azure_deployment=self.options.azure_deployment,
                                        api_version=self.options.api_version, timeout=self.options.timeout,
-                                       max_retries=0)
+                                       max_retries=0, http_client=sdk_http_client(self.options.http_client))
 
     def describe(self) -> dict[str, Any]:
         """Adds the endpoint and deployment."""

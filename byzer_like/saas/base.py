@@ -27,6 +27,7 @@ from byzer_like.errors import BackendError, ByzerLikeError, RateLimitError, Unsu
 from byzer_like.metrics import AliasMetrics
 from byzer_like.protocol import (
     ChatRequest,
+    ChatResponse,
     Chunk,
     EmbeddingRequest,
     EmbeddingResponse,
@@ -37,6 +38,7 @@ from byzer_like.protocol import (
     SpeechResponse,
     TranscriptionRequest,
     TranscriptionResponse,
+    collect,
 )
 from byzer_like.saas.errors import ErrorMap
 from byzer_like.saas.retry import RetryPolicy, call_with_retries, stream_with_retries
@@ -180,6 +182,26 @@ class SaasBackend(Backend):
             raise
         finally:
             self._timed(start)
+
+    async def chat_once(self, req: ChatRequest) -> ChatResponse:
+        """The whole answer in one upstream call where the provider has one (``answer_once``), with retries."""
+        self.check_params(req)
+        self.counters.requests += 1
+        start = time.perf_counter()
+        try:
+            out = await call_with_retries(lambda: self.answer_once(req), self.policy, self.errors, self._on_retry)
+        except ByzerLikeError:
+            self.counters.errors += 1
+            raise
+        finally:
+            self._timed(start)
+        self.counters.prompt_tokens += out.usage.prompt_tokens
+        self.counters.completion_tokens += out.usage.completion_tokens
+        return out
+
+    async def answer_once(self, req: ChatRequest) -> ChatResponse:
+        """One upstream attempt of a whole answer; by default the stream, collected (and checked for its end)."""
+        return await collect(self._checked(req))
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
         """Embed with retries."""

@@ -13,15 +13,18 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, ClassVar
+import time
+from typing import Any, AsyncIterator, ClassVar, Literal
 
 import openai
 from pydantic import Field
 
 from byzer_like.backends.base import EngineOptions
+from byzer_like.errors import UpstreamError
 from byzer_like.protocol import (
     AUDIO_CONTENT_TYPES,
     ChatRequest,
+    ChatResponse,
     Chunk,
     EmbeddingRequest,
     EmbeddingResponse,
@@ -31,6 +34,7 @@ from byzer_like.protocol import (
     SamplingParams,
     SpeechRequest,
     SpeechResponse,
+    Timings,
     TranscriptionRequest,
     TranscriptionResponse,
     Usage,
@@ -45,7 +49,7 @@ from byzer_like.saas.errors import (
     timeout_error,
     transport_mappers,
 )
-from byzer_like.structured import ToolCallDelta
+from byzer_like.structured import FunctionCall, ToolCall, ToolCallDelta
 
 OPENAI_PARAMS = {"max_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p", "stop": "stop",
                  "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty", "seed": "seed"}
@@ -59,6 +63,9 @@ class OpenAIOptions(SaasOptions):
     api_type: str | None = Field(default=None, description="Accepted for byzerllm compatibility; not used.")
     voice: str = Field(default="alloy", description="Default text-to-speech voice when a request names none.")
     stream_usage: bool = Field(default=True, description="Ask for usage in streams (stream_options.include_usage).")
+    http_client: Literal["aiohttp", "httpx"] = Field(
+        default="aiohttp", description="The SDK's transport: aiohttp (httpx-aiohttp; measured 2x the req/s of the "
+                                       "default) or httpx (the SDK's default).")
     extra_params: list[str] = Field(
         default_factory=list,
         description="Non-OpenAI sampling params this host honours, sent in the body: top_k, min_p, "
@@ -119,7 +126,7 @@ class OpenAIBackend(SaasBackend):
         """``openai.AsyncOpenAI`` with our timeout and the SDK's retries off."""
         return openai.AsyncOpenAI(api_key=self.secrets.get("api_key") or "EMPTY", base_url=self.options.base_url,
                                   organization=self.options.organization, timeout=self.options.timeout,
-                                  max_retries=0)
+                                  max_retries=0, http_client=sdk_http_client(self.options.http_client))
 
     def request_kwargs(self, req: ChatRequest) -> dict[str, Any]:
         """The body of one chat completion request."""
@@ -150,6 +157,25 @@ class OpenAIBackend(SaasBackend):
                     finish = choice.finish_reason or finish
         if finish is not None:
             yield Chunk(finish_reason=_finish(finish), usage=usage or Usage())
+
+    async def answer_once(self, req: ChatRequest) -> ChatResponse:
+        """One non-streamed chat completion (the caller wants the answer in one piece: no SSE to parse)."""
+        start = time.perf_counter()
+        kwargs = self.request_kwargs(req)
+        kwargs.pop("stream_options", None)
+        out = await self.client.chat.completions.create(**{**kwargs, "stream": False})
+        if not out.choices:
+            raise UpstreamError(f"{self.provider} upstream answered without a choice")
+        choice = out.choices[0]
+        message = choice.message
+        calls = [ToolCall(id=c.id, function=FunctionCall(name=c.function.name, arguments=c.function.arguments or ""))
+                 for c in message.tool_calls or [] if getattr(c, "function", None) is not None] or None
+        usage = Usage(prompt_tokens=out.usage.prompt_tokens or 0, completion_tokens=out.usage.completion_tokens or 0) \
+            if out.usage is not None else Usage()
+        total = time.perf_counter() - start
+        return ChatResponse(text=message.content or "", reasoning=_reasoning(message), tool_calls=calls,
+                            finish_reason=_finish(choice.finish_reason or "stop"), usage=usage,
+                            timings=Timings(first_token_s=total, total_s=total))
 
     async def embed_once(self, req: EmbeddingRequest) -> EmbeddingResponse:
         """One embeddings call (e.g. ``text-embedding-3-small``)."""
@@ -184,6 +210,16 @@ class OpenAIBackend(SaasBackend):
         images = [GeneratedImage(url=i.url, b64_json=i.b64_json, revised_prompt=i.revised_prompt)
                   for i in out.data or []]
         return ImageResponse(created=out.created, data=images)
+
+
+def sdk_http_client(kind: str) -> Any:
+    """The ``openai`` SDK's HTTP client: aiohttp's when asked for and installed, else None (the SDK's httpx)."""
+    if kind == "aiohttp" and hasattr(openai, "DefaultAioHttpClient"):
+        try:
+            return openai.DefaultAioHttpClient()
+        except RuntimeError:  # NOTE: httpx-aiohttp missing: the SDK says so; its httpx client still works
+            return None
+    return None
 
 
 def openai_tool_fields(req: ChatRequest) -> dict[str, Any]:

@@ -87,9 +87,20 @@ class OpenAIUpstream(UpstreamServer):
                  "total_tokens": prompt_tokens(body) + len(words)}
         if not body.get("stream"):
             message = {"role": "assistant", "content": "".join(words)}
-            return web.json_response({"id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()),
-                                      "model": body["model"], "usage": usage,
-                                      "choices": [{"index": 0, "message": message, "finish_reason": finish}]})
+            if "reasoner" in body["model"]:
+                message["reasoning_content"] = "thinking..."
+            payload = {"id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()),
+                       "model": body["model"], "usage": usage,
+                       "choices": [{"index": 0, "message": message, "finish_reason": finish}]}
+            if fault and fault.cut_after is not None:  # half the JSON body, then the connection drops
+                data = json.dumps(payload).encode()
+                resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+                resp.content_length = len(data)
+                await resp.prepare(request)
+                await resp.write(data[: len(data) // 2])
+                cut(resp, request)
+                return resp
+            return web.json_response(payload)
         return await self._stream(request, body, words, finish, usage, fault.cut_after if fault else None)
 
     async def _tool_call(self, request: web.Request, body: dict[str, Any], call: dict[str, Any]) -> web.StreamResponse:

@@ -34,7 +34,10 @@ def test_labels_are_bounded_names_never_free_text():
         assert set(keys) <= {"worker", "adapter", "outcome", "type", "phase", "direction"}
 
 
-def test_recording_outside_ray_is_a_no_op():
+def test_recording_outside_ray_is_a_no_op(monkeypatch):
+    import ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a process that never joined a cluster
     metrics = AliasMetrics("a", "custom/echo")
     assert not metrics.on
     metrics.request("0", "", "ok", 0.1, 0.0)
