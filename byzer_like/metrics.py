@@ -16,11 +16,13 @@ Example:
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import ray
 
 PREFIX = "byzer_like_"
+GAUGE_REFRESH_S = 2.0
 LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
 ALIAS = ("alias", "backend")
 
@@ -98,7 +100,7 @@ class AliasMetrics:
     def __init__(self, alias: str, backend: str) -> None:
         self.base = {"alias": alias, "backend": backend}
         self.on = _active()
-        self._gauges: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self._gauges: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[float, float]] = {}
         self._workers: set[str] = set()
 
     def _record(self, name: str, value: float, **tags: str) -> None:
@@ -113,8 +115,11 @@ class AliasMetrics:
                     metric.inc(value, tags=all_tags)
             elif kind == "gauge":
                 key = (name, tuple(sorted(tags.items())))
-                if self._gauges.get(key) != value:  # NOTE: unchanged gauges are not re-sent (hot path)
-                    self._gauges[key] = value
+                now = time.monotonic()
+                last = self._gauges.get(key)
+                # NOTE: unchanged gauges are re-sent every few seconds only (a gauge set once went missing from the export)
+                if last is None or last[0] != value or now - last[1] > GAUGE_REFRESH_S:
+                    self._gauges[key] = (value, now)
                     metric.set(value, tags=all_tags)
             else:
                 metric.observe(value, tags=all_tags)

@@ -184,7 +184,12 @@ class SaasBackend(Backend):
             self._timed(start)
 
     async def chat_once(self, req: ChatRequest) -> ChatResponse:
-        """The whole answer in one upstream call where the provider has one (``answer_once``), with retries."""
+        """The whole answer in one upstream call where the provider has one (``answer_once``), with retries.
+
+        Providers without it stream and collect (``chat``): a stream cut after its first chunk is an error there.
+        """
+        if type(self).answer_once is SaasBackend.answer_once:
+            return await collect(self.chat(req))
         self.check_params(req)
         self.counters.requests += 1
         start = time.perf_counter()
@@ -200,8 +205,8 @@ class SaasBackend(Backend):
         return out
 
     async def answer_once(self, req: ChatRequest) -> ChatResponse:
-        """One upstream attempt of a whole answer; by default the stream, collected (and checked for its end)."""
-        return await collect(self._checked(req))
+        """One upstream attempt of a whole answer, for providers that answer in one piece (override it)."""
+        raise NotImplementedError
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
         """Embed with retries."""
