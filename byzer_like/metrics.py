@@ -117,7 +117,7 @@ class AliasMetrics:
                 key = (name, tuple(sorted(tags.items())))
                 now = time.monotonic()
                 last = self._gauges.get(key)
-                # NOTE: unchanged gauges are re-sent every few seconds only (a gauge set once went missing from the export)
+                # NOTE: unchanged gauges are re-sent every few seconds only (one set once went missing from the export)
                 if last is None or last[0] != value or now - last[1] > GAUGE_REFRESH_S:
                     self._gauges[key] = (value, now)
                     metric.set(value, tags=all_tags)
