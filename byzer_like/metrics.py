@@ -7,7 +7,7 @@ prefixes user series with ``ray_`` and adds ``_total`` to counters, so ``byzer_l
 ``adapter`` (``""`` for the base model), ``outcome`` (ok/error/cancelled), ``type`` (our error class), ``phase``,
 ``direction`` — never a prompt, a key or a URL.
 
-Outside a Ray worker process (unit tests, the CLI) every call is a no-op.
+In a process that has not joined a Ray cluster (unit tests, the CLI before it connects) every call is a no-op.
 
 Example:
     >>> m = AliasMetrics("chat", "llama_cpp")   # in the router actor

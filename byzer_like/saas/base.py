@@ -191,15 +191,7 @@ class SaasBackend(Backend):
         if type(self).answer_once is SaasBackend.answer_once:
             return await collect(self.chat(req))
         self.check_params(req)
-        self.counters.requests += 1
-        start = time.perf_counter()
-        try:
-            out = await call_with_retries(lambda: self.answer_once(req), self.policy, self.errors, self._on_retry)
-        except ByzerLikeError:
-            self.counters.errors += 1
-            raise
-        finally:
-            self._timed(start)
+        out = await self._counted(lambda: self.answer_once(req))
         self.counters.prompt_tokens += out.usage.prompt_tokens
         self.counters.completion_tokens += out.usage.completion_tokens
         return out
@@ -210,15 +202,7 @@ class SaasBackend(Backend):
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
         """Embed with retries."""
-        self.counters.requests += 1
-        start = time.perf_counter()
-        try:
-            out = await call_with_retries(lambda: self.embed_once(req), self.policy, self.errors, self._on_retry)
-        except ByzerLikeError:
-            self.counters.errors += 1
-            raise
-        finally:
-            self._timed(start)
+        out = await self._counted(lambda: self.embed_once(req))
         self.counters.prompt_tokens += out.usage.prompt_tokens
         return out
 
