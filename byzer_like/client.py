@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator, Sequence
+from typing import Any, AsyncIterator, NoReturn, Sequence
 
 import ray
 from pydantic import ValidationError
@@ -182,25 +182,43 @@ class ChunkStream:
         self._timeout = timeout
         self._done = False
 
-    def __iter__(self) -> Iterator[Chunk]:
+    def __iter__(self) -> ChunkStream:
+        # NOTE: the stream is its own iterator: ``next(iter(stream))`` must not make a temporary generator whose
+        # collection would cancel the stream behind the caller's back.
+        return self
+
+    def __next__(self) -> Chunk:
+        if self._done:
+            raise StopIteration
         try:
-            for ref in self._gen:
-                yield ray.get(ref, timeout=self._timeout)
+            ref = next(self._gen)
+        except StopIteration:
             self._done = True
-        except GeneratorExit:  # the caller stopped iterating early (break): cancel the rest
-            self.close()
             raise
         except BaseException as exc:
-            self.close()
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            raise translate(exc) from None
+            self._fail(exc)
+        try:
+            return ray.get(ref, timeout=self._timeout)
+        except BaseException as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> NoReturn:
+        self.close()
+        if isinstance(exc, KeyboardInterrupt):
+            raise exc
+        raise translate(exc) from None
 
     def close(self) -> None:
         """Cancel the stream if it has not finished; this frees its worker slot."""
         if not self._done:
             self._done = True
             ray.cancel(self._gen)
+
+    def __del__(self) -> None:  # a stream dropped unread (``for ... break`` on a temporary) is cancelled too
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - Ray may already be shut down
+            pass
 
     def __enter__(self) -> ChunkStream:
         return self

@@ -36,12 +36,17 @@ def test_chat_stream_complete_and_stat(deployed):
 def test_stream_holds_its_slot_until_it_ends(deployed):
     deployed(echo_spec("r_hold", token_delay_s=0.1))
     client = Client("r_hold")
-    stream = client.stream("one two three four five")
-    it = iter(stream)
-    next(it)
+    words = " ".join(f"w{i}" for i in range(20))  # 2 s of stream
+    stream = client.stream(words)
+    first = next(iter(stream))  # NOTE: a temporary iterator, collected at once, must not cancel the stream
+    import gc
+
+    gc.collect()
+    time.sleep(0.3)
     stat = client.stat()
     assert stat["state"] == [0] and stat["busy_workers"] == 1 and stat["running_requests"] == [1]
-    rest = list(it)
+    rest = list(stream)
+    assert first.text + "".join(c.text for c in rest) == words
     assert rest[-1].finish_reason == "stop"
     assert client.stat()["state"] == [1]
 
