@@ -5,6 +5,9 @@ All paths run in one process, interleaved round by round so machine noise hits t
 - forward: a minimal async actor that only forwards to a bare Worker (the cost of a second Ray hop, no bookkeeping)
 - router:  the alias's Router in front of its Worker (``AsyncClient(alias).chat(...)``: client -> router -> worker)
 
+and, for issue 13's target 3, a ``--stream-words``-chunk stream (one word per chunk) read from the bare Worker actor
+directly (``worker.chat_stream.remote(req)``) vs through the alias (``AsyncClient(alias).stream(...)``).
+
 Reports p50/p99 latency at concurrency 1 and requests/s at concurrency 32 (median and spread over rounds), and the
 router's added cost. Usage:
 
@@ -95,6 +98,26 @@ async def run(args: argparse.Namespace) -> dict:
     async def call_router():
         return await client.chat("ping")
 
+    words = " ".join(f"w{i}" for i in range(args.stream_words))
+    stream_req = ChatRequest(messages=[Message(role="user", content=words)])
+
+    async def stream_bare():
+        n = 0
+        async for ref in bare.chat_stream.remote(stream_req):
+            await ref
+            n += 1
+        assert n == args.stream_words + 1, n  # one chunk per word, then the final one
+
+    async def stream_router():
+        n = 0
+        async for _ in client.stream(words):
+            n += 1
+        assert n == args.stream_words + 1, n
+
+    streams = {"stream_bare": stream_bare, "stream_router": stream_router}
+    for call in streams.values():
+        await latencies(call, 5)
+    stream_times = {name: [] for name in streams}
     paths = {"bare": call_bare, "forward": call_forward, "router": call_router}
     for call in paths.values():  # warm up both paths
         await latencies(call, 50)
@@ -108,6 +131,8 @@ async def run(args: argparse.Namespace) -> dict:
             lat[name].extend(values)
             p50s[name].append(pct(values, 50))
             rps[name].append(await throughput(call, args.burst, CONCURRENCY))
+        for name, call in streams.items():
+            stream_times[name].append(statistics.median(await latencies(call, args.streams)))
     for actor in (bare, target, forwarder):
         ray.kill(actor)
     undeploy(ALIAS)
@@ -118,6 +143,11 @@ async def run(args: argparse.Namespace) -> dict:
             "p50_ms_per_round": [round(v * 1000, 3) for v in p50s[name]],
             "rps_c32_median": round(statistics.median(rps[name]), 1),
             "rps_c32_min": round(min(rps[name]), 1), "rps_c32_max": round(max(rps[name]), 1)}
+    for name, values in stream_times.items():
+        result[name] = {"median_ms": round(statistics.median(values) * 1000, 2),
+                        "min_ms": round(min(values) * 1000, 2), "max_ms": round(max(values) * 1000, 2)}
+    result["stream_ratio_router_over_bare"] = round(result["stream_router"]["median_ms"]
+                                                    / result["stream_bare"]["median_ms"], 3)
     result["added_p50_ms"] = round(result["router"]["p50_ms"] - result["bare"]["p50_ms"], 3)
     result["router_over_forward_p50_ms"] = round(result["router"]["p50_ms"] - result["forward"]["p50_ms"], 3)
     result["rps_ratio_router_over_bare"] = round(result["router"]["rps_c32_median"] / result["bare"]["rps_c32_median"],
@@ -130,6 +160,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=200, help="sequential calls per round (concurrency 1)")
     parser.add_argument("--burst", type=int, default=2048, help="calls per round at concurrency 32")
+    parser.add_argument("--stream-words", type=int, default=200, help="chunks per stream")
+    parser.add_argument("--streams", type=int, default=20, help="streams per path per round (median per round)")
     args = parser.parse_args()
     ray.init(address=os.environ.get("RAY_ADDRESS") or "local", namespace="byzer_like", include_dashboard=False,
              logging_level=logging.ERROR, log_to_driver=False)
@@ -143,6 +175,12 @@ def main() -> None:
     print(f"router adds {result['added_p50_ms']:.2f} ms at p50 over bare (target <= 2 ms), "
           f"{result['router_over_forward_p50_ms']:.2f} ms over a bare forwarding hop; "
           f"router/bare req/s ratio {result['rps_ratio_router_over_bare']:.2f} (target >= 500 req/s)")
+    for name in ("stream_bare", "stream_router"):
+        r = result[name]
+        print(f"{name:<14} {args.stream_words}-chunk stream {r['median_ms']:7.2f} ms "
+              f"[{r['min_ms']:.2f}-{r['max_ms']:.2f}]")
+    print(f"stream through the alias / read from the worker: {result['stream_ratio_router_over_bare']:.2f}x "
+          "(target <= 1.2x)")
     ray.shutdown()
 
 

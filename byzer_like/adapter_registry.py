@@ -106,22 +106,34 @@ class AdapterRegistry:
     @contextlib.contextmanager
     def using(self, name: str | None) -> Iterator[None]:
         """Count one request on adapter ``name`` while it runs (``None``: the base model, nothing counted)."""
-        if name is None:
+        entry = self.begin(name)
+        ok = False
+        try:
             yield
-            return
+            ok = True
+        finally:
+            self.end(entry, ok)
+
+    def begin(self, name: str | None) -> AdapterEntry | None:
+        """Count one request starting on adapter ``name`` (None for the base model); ``end`` it when it ends."""
+        if name is None:
+            return None
         entry = self.get(name)
         entry.requests += 1
         entry.running += 1
         entry.idle.clear()
-        try:
-            yield
-        except BaseException:
+        return entry
+
+    @staticmethod
+    def end(entry: AdapterEntry | None, ok: bool) -> None:
+        """A request ``begin`` counted has ended (``ok`` False counts an error)."""
+        if entry is None:
+            return
+        if not ok:
             entry.errors += 1
-            raise
-        finally:
-            entry.running -= 1
-            if entry.running == 0:
-                entry.idle.set()
+        entry.running -= 1
+        if entry.running == 0:
+            entry.idle.set()
 
     async def begin_remove(self, name: str, timeout_s: float) -> AdapterEntry:
         """Stop new requests on ``name`` and wait (up to ``timeout_s``) for the running ones to end."""

@@ -37,6 +37,7 @@ from byzer_like.protocol import (
     TranscriptionResponse,
 )
 from byzer_like.spec import AdapterSpec
+from byzer_like.stream_lease import WORKER_DIED, LeasedStream
 
 Messages = str | Sequence[Message | dict[str, Any]]
 Audio = bytes | str | os.PathLike[str]
@@ -101,7 +102,7 @@ class Client(_Base):
 
     def stream(self, messages: Messages, **params: Any) -> ChunkStream:
         """Send a chat and iterate over the answer's chunks as they arrive (close it to cancel)."""
-        return ChunkStream(self._router.chat_stream.remote(build_chat(messages, params)), self.timeout)
+        return ChunkStream(LeasedStream(self._router, "chat_stream", build_chat(messages, params)), self.timeout)
 
     def complete(self, prompt: str, **params: Any) -> ChatResponse:
         """Complete a prompt and wait for the whole answer."""
@@ -110,7 +111,7 @@ class Client(_Base):
     def stream_complete(self, prompt: str, **params: Any) -> ChunkStream:
         """Complete a prompt, streaming."""
         req = _validated(CompletionRequest, {"prompt": prompt, **params})
-        return ChunkStream(self._router.complete_stream.remote(req), self.timeout)
+        return ChunkStream(LeasedStream(self._router, "complete_stream", req), self.timeout)
 
     def embed(self, texts: str | Sequence[str]) -> list[list[float]]:
         """One vector per text, in order."""
@@ -172,13 +173,15 @@ class Client(_Base):
 class ChunkStream:
     """An iterator over a streamed answer; ``close()`` (or leaving a ``with`` block) cancels the rest.
 
+    The router grants the stream a slot and the chunks come straight from the worker (``stream_lease``).
+
     Args:
-        gen: The router's streaming generator.
-        timeout: Seconds to wait for each chunk.
+        stream: The stream's lease steps.
+        timeout: Seconds to wait for the slot, and then for each chunk.
     """
 
-    def __init__(self, gen: Any, timeout: float | None) -> None:
-        self._gen = gen
+    def __init__(self, stream: LeasedStream, timeout: float | None) -> None:
+        self._stream = stream
         self._timeout = timeout
         self._done = False
 
@@ -190,17 +193,28 @@ class ChunkStream:
     def __next__(self) -> Chunk:
         if self._done:
             raise StopIteration
-        try:
-            ref = next(self._gen)
-        except StopIteration:
-            self._done = True
-            raise
-        except BaseException as exc:
-            self._fail(exc)
-        try:
-            return ray.get(ref, timeout=self._timeout)
-        except BaseException as exc:
-            self._fail(exc)
+        s = self._stream
+        while True:
+            try:
+                if s.gen is None:
+                    s.start(ray.get(s.lease_ref, timeout=self._timeout))
+                ref = next(s.gen)
+                chunk = ray.get(ref, timeout=self._timeout)
+            except StopIteration:
+                self._done = True
+                raise
+            except WORKER_DIED as exc:
+                if s.lease is None:  # NOTE: the router itself, not the worker
+                    self._fail(exc)
+                try:
+                    s.retry(ray.get(s.died(exc), timeout=self._timeout), exc)
+                except BaseException as err:  # noqa: BLE001 - shown as ours
+                    self._fail(err)
+                continue
+            except BaseException as exc:  # noqa: BLE001 - shown as ours
+                self._fail(exc)
+            s.sent += 1
+            return chunk
 
     def _fail(self, exc: BaseException) -> NoReturn:
         self.close()
@@ -212,7 +226,7 @@ class ChunkStream:
         """Cancel the stream if it has not finished; this frees its worker slot."""
         if not self._done:
             self._done = True
-            ray.cancel(self._gen)
+            self._stream.cancel()
 
     def __del__(self) -> None:  # a stream dropped unread (``for ... break`` on a temporary) is cancelled too
         try:
@@ -241,7 +255,7 @@ class AsyncClient(_Base):
 
     async def stream(self, messages: Messages, **params: Any) -> AsyncIterator[Chunk]:
         """Send a chat and iterate over the answer's chunks; breaking out cancels the rest."""
-        async for chunk in _iterate(self._router.chat_stream.remote(build_chat(messages, params))):
+        async for chunk in _iterate(LeasedStream(self._router, "chat_stream", build_chat(messages, params))):
             yield chunk
 
     async def complete(self, prompt: str, **params: Any) -> ChatResponse:
@@ -252,7 +266,7 @@ class AsyncClient(_Base):
     async def stream_complete(self, prompt: str, **params: Any) -> AsyncIterator[Chunk]:
         """Complete a prompt, streaming."""
         req = _validated(CompletionRequest, {"prompt": prompt, **params})
-        async for chunk in _iterate(self._router.complete_stream.remote(req)):
+        async for chunk in _iterate(LeasedStream(self._router, "complete_stream", req)):
             yield chunk
 
     async def embed(self, texts: str | Sequence[str]) -> list[list[float]]:
@@ -297,14 +311,23 @@ class AsyncClient(_Base):
             raise translate(exc) from None
 
 
-async def _iterate(gen: Any) -> AsyncIterator[Chunk]:
+async def _iterate(s: LeasedStream) -> AsyncIterator[Chunk]:
+    """The chunks of a leased stream, read from its worker; a worker that died before sending anything is retried."""
     done = False
     try:
-        async for ref in gen:
-            yield await ref
-        done = True
+        while True:
+            lease = await s.lease_ref
+            try:
+                async for ref in s.start(lease):
+                    chunk = await ref
+                    s.sent += 1
+                    yield chunk
+                done = True
+                return
+            except WORKER_DIED as exc:
+                s.retry(await s.died(exc), exc)
     except Exception as exc:
         raise translate(exc) from None
     finally:
         if not done:
-            ray.cancel(gen)
+            s.cancel()

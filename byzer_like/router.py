@@ -24,6 +24,7 @@ import json
 import logging
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 import ray
@@ -31,7 +32,7 @@ from ray import exceptions as rex
 
 from byzer_like import adapter_registry, deploy_status
 from byzer_like._ray import NAMESPACE, translate
-from byzer_like.adapter_registry import AdapterRegistry
+from byzer_like.adapter_registry import AdapterEntry, AdapterRegistry
 from byzer_like.autoscale import LoadSample, ScalerState, decide
 from byzer_like.errors import BackendUnavailableError, ByzerLikeError, ModelLoadError
 from byzer_like.metrics import AliasMetrics
@@ -51,6 +52,7 @@ from byzer_like.protocol import (
     TranscriptionResponse,
 )
 from byzer_like.spec import AdapterSpec, DeploySpec
+from byzer_like.stream_lease import UNCLAIMED_S, Lease, StreamEnd
 from byzer_like.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -59,6 +61,17 @@ TICK_S = 0.25  # control loop period
 EVENTS_KEPT = 50
 WORKER_DIED = (rex.RayActorError, rex.ActorUnavailableError)  # the worker itself is gone (not an engine error)
 WorkerActor = ray.remote(Worker)
+
+
+@dataclass
+class _Held:
+    """A granted stream lease: its worker row, adapter count and times (``time.perf_counter``)."""
+
+    row: WorkerSlot
+    adapter: AdapterEntry | None
+    adapter_name: str
+    arrived: float
+    start: float
 
 
 class Router:
@@ -97,6 +110,9 @@ class Router:
         self.unwatched: list[WorkerSlot] = []
         self.adapters = AdapterRegistry(spec.alias, spec.adapters)
         self.metrics = AliasMetrics(spec.alias, spec.backend.registry_key)
+        self.leases: dict[int, _Held] = {}
+        self.next_lease = 0
+        self.next_lease_check = 0.0
         if ray.get_runtime_context().was_current_actor_reconstructed:
             self._reattach()
 
@@ -259,6 +275,71 @@ class Router:
         with self.adapters.using(req.adapter):
             async for chunk in self._stream("complete_stream", req):
                 yield chunk
+
+    # -- streams read by the caller from the worker (see ``stream_lease``) ------------------------------------
+    async def open_stream(self, adapter: str | None = None, attempt: int = 0) -> Lease:
+        """Grant a slot (LRU worker, queue, adapter count) for one stream the caller reads from the worker."""
+        arrived = time.perf_counter()
+        self._check_serving()
+        entry = self.adapters.begin(adapter)
+        try:
+            row = await self.slots.acquire()
+        except BaseException:
+            self.adapters.end(entry, False)
+            raise
+        lease_id, self.next_lease = self.next_lease, self.next_lease + 1
+        self.leases[lease_id] = _Held(row, entry, adapter or "", arrived, time.perf_counter())
+        return Lease(lease_id, row.handle, row.index, attempt)
+
+    def close_stream(self, lease_id: int, end: StreamEnd) -> bool:
+        """A leased stream ended: hand its slot back (once) and count it.
+
+        Returns:
+            True when its worker died before sending anything and the caller may ask for a new lease.
+        """
+        retry = end.outcome == "died" and not end.sent and end.attempt < self.scaling.max_retries
+        held = self.leases.pop(lease_id, None)
+        if held is None:  # NOTE: already closed (a cancel and the worker's own report), or a restarted router
+            if retry:
+                self.retries += 1
+                self.metrics.retry()
+            return retry
+        row, now, ok = held.row, time.perf_counter(), end.outcome == "ok"
+        self.slots.release(row, now - held.start, ok)
+        self.adapters.end(held.adapter, ok)
+        if end.usage is not None:
+            row.count_tokens(end.usage)
+            self.metrics.tokens(str(row.index), held.adapter_name, end.usage)
+        if end.first_s is not None:
+            self.metrics.first_token(held.adapter_name, held.start - held.arrived + end.first_s)
+        outcome, error_type = end.outcome, end.error_type
+        if outcome == "died":
+            self._worker_died(row, BackendUnavailableError(end.reason or "the worker died"))
+            if retry:
+                self.retries += 1
+                self.metrics.retry()
+                return True
+            outcome, error_type = "error", "BackendUnavailableError"
+        self.metrics.request(str(row.index), held.adapter_name, outcome, now - held.arrived,
+                             held.start - held.arrived, error_type)
+        return False
+
+    async def _take_back_unclaimed(self) -> None:
+        """Close leases granted long ago whose streams do not run on their workers (a caller gone in between)."""
+        old = time.perf_counter() - UNCLAIMED_S
+        stale = {i: h for i, h in self.leases.items() if h.start < old}
+        rows = {id(h.row): h.row for h in stale.values()}
+        running: set[int] = set()
+        for row in rows.values():
+            if row.phase == DEAD:
+                continue
+            try:
+                running.update(await asyncio.wait_for(row.handle.active_leases.remote(), 5.0))
+            except Exception:  # noqa: BLE001 - unknown: keep its leases for the next check
+                running.update(i for i, h in stale.items() if h.row is row)
+        for lease_id in stale.keys() - running:
+            if lease_id in self.leases:
+                self.close_stream(lease_id, StreamEnd("cancelled"))
 
     async def _unary(self, method: str, req: Any) -> Any:
         attempt, arrived, adapter = 0, time.perf_counter(), getattr(req, "adapter", None) or ""
@@ -460,6 +541,9 @@ class Router:
                 if now >= self.next_health_at:
                     self.next_health_at = now + self.scaling.health_check_period_s
                     self._spawn(self._check_health_all())
+                if self.leases and now >= self.next_lease_check:
+                    self.next_lease_check = now + UNCLAIMED_S / 3
+                    self._spawn(self._take_back_unclaimed())
                 self._finish_draining()
                 self._scale(now)
                 self._publish_gauges()

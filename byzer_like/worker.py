@@ -13,6 +13,7 @@ import asyncio
 import logging
 from typing import Any, AsyncIterator
 
+from byzer_like._ray import NAMESPACE
 from byzer_like.backends.base import Backend
 from byzer_like.backends.registry import resolve_backend
 from byzer_like.errors import BackendError, ByzerLikeError
@@ -33,8 +34,10 @@ from byzer_like.protocol import (
     collect,
 )
 from byzer_like.spec import AdapterSpec, DeploySpec
+from byzer_like.stream_lease import Reporter, StreamEnd
 
 logger = logging.getLogger(__name__)
+LEASE_CLOSE_WAIT_S = 5.0
 
 
 class Worker:
@@ -51,6 +54,8 @@ class Worker:
         self.backend = self.backend_cls(spec, index)
         self.index = index
         self.state: dict[str, Any] = {"phase": "queued"}
+        self.leases: set[int] = set()
+        self._router: Any = None
 
     async def start(self) -> None:
         """Fetch the model when it is a URL (here, on this worker's node), then load the engine."""
@@ -82,24 +87,61 @@ class Worker:
         """Answer a chat request in one piece."""
         return await _guard(self.backend.chat_once(req))
 
-    async def chat_stream(self, req: ChatRequest) -> AsyncIterator[Chunk]:
-        """Stream the answer to a chat request."""
-        async for chunk in self._paced(self.backend.chat(req)):
+    async def chat_stream(self, req: ChatRequest, lease: int | None = None) -> AsyncIterator[Chunk]:
+        """Stream the answer to a chat request (``lease``: read by the caller itself; see ``stream_lease``)."""
+        async for chunk in self._paced(self.backend.chat(req), lease):
             yield chunk
 
     async def complete(self, req: CompletionRequest) -> ChatResponse:
         """Complete a prompt in one piece."""
         return await _guard(collect(self.backend.complete(req)))
 
-    async def complete_stream(self, req: CompletionRequest) -> AsyncIterator[Chunk]:
+    async def complete_stream(self, req: CompletionRequest, lease: int | None = None) -> AsyncIterator[Chunk]:
         """Stream the completion of a prompt."""
-        async for chunk in self._paced(self.backend.complete(req)):
+        async for chunk in self._paced(self.backend.complete(req), lease):
             yield chunk
 
-    def _paced(self, stream: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+    def _paced(self, stream: AsyncIterator[Chunk], lease: int | None) -> AsyncIterator[Chunk]:
         guarded = _guard_stream(stream)
         interval_ms = self.backend.spec.stream_interval_ms or 0
-        return coalesce(guarded, interval_ms / 1000) if interval_ms > 0 else guarded
+        paced = coalesce(guarded, interval_ms / 1000) if interval_ms > 0 else guarded
+        return paced if lease is None else self._reported(paced, lease)
+
+    async def _reported(self, stream: AsyncIterator[Chunk], lease: int) -> AsyncIterator[Chunk]:
+        """A leased stream: hand its slot back to the router when it ends, however it ends."""
+        report, outcome, error = Reporter(lease), "error", None
+        self.leases.add(lease)
+        try:
+            async for chunk in stream:
+                report.saw(chunk)
+                yield chunk
+            outcome = "ok"
+        except (asyncio.CancelledError, GeneratorExit):
+            outcome = "cancelled"
+            raise
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self.leases.discard(lease)
+            await self._close_lease(lease, report.end(outcome, error), wait=outcome != "cancelled")
+
+    async def _close_lease(self, lease: int, end: StreamEnd, wait: bool) -> None:
+        try:
+            if self._router is None:
+                import ray
+
+                self._router = ray.get_actor(self.backend.spec.alias, namespace=NAMESPACE)
+            ref = self._router.close_stream.remote(lease, end)
+            if wait:  # NOTE: the caller sees the end of the stream only once its slot is back
+                await asyncio.wait_for(ref, LEASE_CLOSE_WAIT_S)
+        except Exception:  # noqa: BLE001 - a router restarting forgets its leases anyway
+            logger.warning("could not hand lease %s back to the router of %s", lease, self.backend.spec.alias,
+                           exc_info=True)
+
+    def active_leases(self) -> list[int]:
+        """Leases whose streams run here now (the router takes back granted leases that never started)."""
+        return sorted(self.leases)
 
     async def embed(self, req: EmbeddingRequest) -> EmbeddingResponse:
         """Embed texts."""

@@ -220,3 +220,42 @@ def test_breaking_out_of_a_stream_cancels_it_and_frees_the_slot(deployed):
         if i == 1:
             break
     assert wait_for(lambda: client.stat()["state"] == [1], timeout=5)
+
+
+def test_a_leased_stream_frees_its_slot_when_it_ends_and_an_unused_lease_is_taken_back(deployed):
+    import ray
+
+    from byzer_like.protocol import ChatRequest
+    from byzer_like.stream_lease import UNCLAIMED_S, StreamEnd
+
+    deployed(echo_spec("r_lease", concurrency=1))
+    client = Client("r_lease")
+    router = ray.get_actor("r_lease", namespace="byzer_like")
+    # the router grants the slot; the chunks come from the worker itself, and its slot is back when the stream ends
+    lease = ray.get(router.open_stream.remote(None, 0))
+    assert client.stat()["state"] == [0]
+    req = ChatRequest(messages=[{"role": "user", "content": "a b"}])
+    chunks = [ray.get(ref) for ref in lease.worker.chat_stream.remote(req, lease.id)]
+    assert "".join(c.text for c in chunks) == "a b" and client.stat()["state"] == [1]
+    assert ray.get(router.close_stream.remote(lease.id, StreamEnd("ok"))) is False  # closing twice is harmless
+    assert client.stat()["state"] == [1] and client.stat()["total_requests"] == [1]
+    # a caller gone between the grant and the call: the lease is taken back
+    ray.get(router.open_stream.remote(None, 0))
+    assert client.stat()["state"] == [0]
+    assert wait_for(lambda: client.stat()["state"] == [1], timeout=UNCLAIMED_S * 2)
+    assert client.chat("still serving").text == "still serving"
+
+
+def test_stream_chunks_come_straight_from_the_worker(deployed):
+    """A stream is read from its worker, not relayed: it outlives a kill of the router (Ray restarts the router)."""
+    import ray
+
+    deployed(echo_spec("r_direct", token_delay_s=0.1))
+    client = Client("r_direct")
+    words = " ".join(f"w{i}" for i in range(20))
+    with client.stream(words) as stream:
+        got = [next(stream).text, next(stream).text]
+        ray.kill(ray.get_actor("r_direct", namespace="byzer_like"), no_restart=False)
+        got += [c.text for c in stream]
+    assert "".join(got) == words
+    assert wait_for(lambda: client.chat("back").text == "back", timeout=30)
