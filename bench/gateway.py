@@ -3,12 +3,14 @@ app returning the same body, vs a bare FastAPI app under uvicorn. One run, bound
 
 Paths (all answer ``POST /v1/chat/completions`` with the same chat.completion JSON):
 - gateway:  byzer_like's gateway on Ray Serve (FastAPI ingress) -> AsyncClient -> router actor -> echo worker
+- gateway_uvicorn: the same gateway app under uvicorn in a plain Ray actor (``serve --server uvicorn``)
 - client:   ``AsyncClient(alias).chat`` in this process (no HTTP) -> router -> worker
 - serve:    a bare Ray Serve deployment (Starlette request in, fixed JSON out; no Ray call behind it)
 - uvicorn:  a bare FastAPI app under uvicorn (one process) returning the fixed JSON
 
-Reports requests/s and p50/p99 latency at concurrency 1 and 32. Serve-level options are read when the cluster and
-replicas start, so each variant is one invocation:
+Paths take turns round by round (``--rounds``); reports per path and concurrency (1 and 32) the median and
+min-max over rounds of requests/s and p50 latency. Serve-level options are read when the cluster and replicas start,
+so each variant is one invocation:
 
     .venv/bin/python bench/gateway.py                                       # Serve defaults
     .venv/bin/python bench/gateway.py --same-loop                           # replicas run user code on their main loop
@@ -131,22 +133,49 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             await _wait(http, f"http://127.0.0.1:{uport}/v1/chat/completions", chat)
             client = AsyncClient(ALIAS)
+            ubase = _start_uvicorn_actor(_free_port())
+            await _wait(http, f"{ubase}/v1/chat/completions", chat)
             paths: dict[str, Callable[[], Awaitable[Any]]] = {
                 "gateway": _http_call(http, f"{base}/v1/chat/completions", chat),
+                "gateway_uvicorn": _http_call(http, f"{ubase}/v1/chat/completions", chat),
                 "client": lambda: client.chat(MESSAGE),
                 "serve": _http_call(http, f"{base}/bare/v1/chat/completions", chat),
                 "uvicorn": _http_call(http, f"http://127.0.0.1:{uport}/v1/chat/completions", chat),
             }
-            results: dict[str, Any] = {}
-            for concurrency, total in ((1, args.requests_c1), (32, args.requests_c32)):
-                for name, call in paths.items():
-                    await _drive(call, concurrency, min(total, 50))  # warm-up
-                    results[f"{name}@{concurrency}"] = await _drive(call, concurrency, total)
-                    print(name, concurrency, results[f"{name}@{concurrency}"], file=sys.stderr)
-            return results
+            rounds: dict[str, list[dict[str, float]]] = {}
+            for call in paths.values():  # warm-up
+                await _drive(call, 32, 100)
+            for _ in range(args.rounds):
+                for concurrency, total in ((1, args.requests_c1), (32, args.requests_c32)):
+                    for name, call in paths.items():
+                        one = await _drive(call, concurrency, total)
+                        rounds.setdefault(f"{name}@{concurrency}", []).append(one)
+                        print(name, concurrency, one, file=sys.stderr)
+            return {key: _over_rounds(values) for key, values in rounds.items()}
         finally:
+            from byzer_like.gateway.actor_server import stop_actors
+
+            stop_actors()
             server.terminate()
             server.wait()
+
+
+def _start_uvicorn_actor(port: int) -> str:
+    from byzer_like.gateway.actor_server import start_actors, url_of
+    from byzer_like.gateway.settings import GatewaySettings
+
+    settings = GatewaySettings(port=port)
+    start_actors(settings)
+    return url_of(settings)
+
+
+def _over_rounds(values: list[dict[str, float]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in ("rps", "p50_ms"):
+        series = [v[key] for v in values]
+        out[key] = round(statistics.median(series), 2)
+        out[f"{key}_min"], out[f"{key}_max"] = round(min(series), 2), round(max(series), 2)
+    return out
 
 
 async def _wait(http: Any, url: str, body: dict[str, Any]) -> None:
@@ -163,9 +192,13 @@ async def _wait(http: Any, url: str, body: dict[str, Any]) -> None:
 def _summary(results: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for conc in (1, 32):
-        gw, sv = results[f"gateway@{conc}"], results[f"serve@{conc}"]
-        out[f"gateway_vs_serve_rps@{conc}"] = round(gw["rps"] / sv["rps"], 2)
-        out[f"gateway_minus_serve_p50_ms@{conc}"] = round(gw["p50_ms"] - sv["p50_ms"], 2)
+        sv, cl = results[f"serve@{conc}"], results[f"client@{conc}"]
+        for name in ("gateway", "gateway_uvicorn"):
+            gw = results[f"{name}@{conc}"]
+            out[f"{name}_vs_serve_rps@{conc}"] = round(gw["rps"] / sv["rps"], 2)
+            out[f"{name}_minus_serve_p50_ms@{conc}"] = round(gw["p50_ms"] - sv["p50_ms"], 2)
+            # issue 13 target 4: p50 <= bare Serve + the router path (the Python client) + 1 ms
+            out[f"{name}_minus_serve_and_client_p50_ms@{conc}"] = round(gw["p50_ms"] - sv["p50_ms"] - cl["p50_ms"], 2)
     return out
 
 
@@ -173,6 +206,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests-c1", type=int, default=200, help="Requests timed at concurrency 1 per path.")
     parser.add_argument("--requests-c32", type=int, default=800, help="Requests timed at concurrency 32 per path.")
+    parser.add_argument("--rounds", type=int, default=5, help="Rounds; paths take turns within each.")
     parser.add_argument("--same-loop", action="store_true",
                         help="Serve replicas run user code on their main event loop (RAY_SERVE_RUN_USER_CODE_IN_"
                              "SEPARATE_THREAD=0).")

@@ -19,19 +19,25 @@ from byzer_like.cli.options import connect_cli, ray_address_option
               help="byzerllm's spelling: one key on the command line (visible in `ps`; prefer --api-key-env).")
 @click.option("--request-timeout", "--request_timeout", "request_timeout", type=float, default=None,
               help="Seconds a non-streamed request may take before a 504.")
+@click.option("--server", type=click.Choice(["ray-serve", "uvicorn"]), default="ray-serve", show_default=True,
+              help="ray-serve: Serve's proxies and scalable replicas; uvicorn: one uvicorn server per node in a "
+                   "plain Ray actor (fewer hops; no replicas or gateway autoscaling). See docs/gateway.md.")
 @click.option("--stop", "stop_it", is_flag=True, help="Stop the running gateway.")
 @ray_address_option
 def serve(host: str | None, port: int | None, replicas: int | None, api_key_env: str | None,
-          api_key_file: str | None, api_key: str | None, request_timeout: float | None, stop_it: bool,
-          ray_address: str) -> None:
+          api_key_file: str | None, api_key: str | None, request_timeout: float | None, server: str,
+          stop_it: bool, ray_address: str) -> None:
     """Serve every deployed alias over HTTP (OpenAI /v1/*, TGI /<alias>/generate, ...) and return."""
-    from byzer_like.gateway import serve_app
+    from byzer_like.gateway import actor_server, serve_app
     from byzer_like.gateway.auth import KeyTable, load_keys
     from byzer_like.gateway.settings import GatewaySettings
 
+    if server == "uvicorn" and replicas is not None:
+        raise click.UsageError("--replicas applies to --server ray-serve; --server uvicorn runs one server per node")
     connect_cli(ray_address)
     if stop_it:
-        click.echo("gateway stopped" if serve_app.stop() else "no gateway was running")
+        stopped = [serve_app.stop(), actor_server.stop_actors()]
+        click.echo("gateway stopped" if any(stopped) else "no gateway was running")
         return
     keys = load_keys(api_key_env, api_key_file)
     if api_key:
@@ -39,8 +45,16 @@ def serve(host: str | None, port: int | None, replicas: int | None, api_key_env:
         keys = KeyTable(hashes={**keys.hashes, **KeyTable.from_text(api_key).hashes})
     given = {"host": host, "port": port, "replicas": replicas, "request_timeout_s": request_timeout}
     settings = GatewaySettings(**{k: v for k, v in given.items() if v is not None})
-    url, moved_from = serve_app.start(settings, keys)
     auth = f"{len(keys.hashes)} API key(s)" if keys.enabled else "no API key (open)"
+    if server == "uvicorn":
+        serve_app.stop()  # NOTE: one gateway at a time; the other kind may hold the port
+        nodes = actor_server.start_actors(settings, keys)
+        url = actor_server.url_of(settings)
+        click.echo(f"gateway serving at {url} (uvicorn in a Ray actor on {len(nodes)} node(s), {auth}); "
+                   f"OpenAI base_url {url}/v1; stop with `byzer-like serve --stop`")
+        return
+    actor_server.stop_actors()
+    url, moved_from = serve_app.start(settings, keys)
     moved = f" (moved from {moved_from})" if moved_from else ""
     click.echo(f"gateway serving at {url}{moved} ({settings.replicas} replica(s), {auth}); "
                f"OpenAI base_url {url}/v1; stop with `byzer-like serve --stop`")

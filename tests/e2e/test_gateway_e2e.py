@@ -241,3 +241,40 @@ def test_scaled_to_zero_alias_answers_after_a_cold_start(gateway, oai):
         assert any("cold start" in e["why"] for e in stat()["events"])
     finally:
         undeploy("e2e_zero", force=True)
+
+
+def test_uvicorn_server_option_serves_the_same_api(gateway):
+    """``serve --server uvicorn``: the same app in a plain Ray actor replaces the Serve gateway; `--stop` ends it."""
+    from tests.conftest import run_cli
+
+    old_port, port = int(gateway.rsplit(":", 1)[1]), _free_port()
+    keys = {"E2E_GW_KEYS": f"{KEY} limited=e2e_echo"}
+    assert run_cli("serve", "--server", "uvicorn", "--replicas", "2", "--port", str(port)).returncode == 2
+    started = run_cli("serve", "--server", "uvicorn", "--port", str(port), "--api-key-env", "E2E_GW_KEYS", env=keys)
+    try:
+        assert started.returncode == 0, started.stderr
+        assert f"gateway serving at http://127.0.0.1:{port} (uvicorn in a Ray actor on 1 node(s)" in started.stdout
+        assert KEY not in started.stdout + started.stderr
+        url = f"http://127.0.0.1:{port}"
+        _wait_ready(url)
+        with pytest.raises(httpx.HTTPError):  # one gateway at a time: the Serve one is gone
+            httpx.get(f"{gateway}/health", timeout=2)
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
+        msg = [{"role": "user", "content": "one two three"}]
+        assert client.chat.completions.create(model="e2e_echo", messages=msg).choices[0].message.content == \
+            "one two three"
+        streamed = client.chat.completions.create(model="e2e_echo", messages=msg, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == "one two three"
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="no_such_alias", messages=msg)
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0).chat.completions.create(
+                model="e2e_echo", messages=msg)
+        stopped = run_cli("serve", "--stop")
+        assert stopped.returncode == 0 and "gateway stopped" in stopped.stdout
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"{url}/health", timeout=2)
+    finally:  # the Serve gateway back where the module's fixture expects it
+        back = run_cli("serve", "--port", str(old_port), "--api-key-env", "E2E_GW_KEYS", env=keys)
+        assert back.returncode == 0, back.stderr
+        _wait_ready(gateway)
