@@ -1,11 +1,13 @@
-"""Engines through byzer_like vs the same engine called directly, in one run, same model and prompts.
+"""Engines through byzer_like vs the same engine in a bare Ray actor vs called directly, in one run, same prompts.
 
 For each engine: single-stream tokens/s (median of --reps runs of --max-tokens tokens; greedy, EOS ignored where
-the engine allows) directly in this process, then through a 1-worker byzer_like deployment (client -> router ->
-worker actor, streaming). For vLLM also the aggregate tokens/s of 8 concurrent requests. Direct and deployed runs
-never overlap, so they do not compete for the cores: llama.cpp and transformers alternate rep by rep (machine drift
-hits both alike; min/max reported); vLLM runs the direct engine first, then the deployment (two vLLM engines at once
-would fight over the KV cache).
+the engine allows) three ways: directly in this process (the reference); in a bare Ray actor hosting the same
+``Worker`` (same engine options, same stream coalescing) whose stream this process reads itself (the floor: Ray's
+cost without ours, issue 13's target 5); through a 1-worker byzer_like deployment (client -> router for the slot ->
+the worker's stream). For vLLM also the aggregate tokens/s of 8 concurrent requests. Runs never overlap, so they
+do not compete for the cores: llama.cpp and transformers alternate rep by rep (machine drift hits all alike;
+min/max reported); vLLM runs one engine at a time (direct, then the deployment, then the bare actor: two vLLM
+engines at once would fight over the KV cache).
 
     BYZER_LIKE_CACHE=/tmp/bl_cache .venv/bin/python bench/engines.py --engines transformers,vllm
 """
@@ -105,8 +107,8 @@ async def measure(one: Callable[[], Awaitable[int]], args: argparse.Namespace) -
 
 
 # -- through byzer_like --------------------------------------------------------------------------------------------
-async def deploy_engine(engine: str, args: argparse.Namespace) -> tuple[Callable[[], Awaitable[int]], Any]:
-    """Deploy a 1-worker alias of ``engine``; return a one-stream call and the undeploy coroutine function."""
+async def deploy_engine(engine: str, args: argparse.Namespace) -> tuple[Callable[[], Awaitable[int]], Any, Any]:
+    """Deploy a 1-worker alias of ``engine``; return a one-stream call, the undeploy coroutine and the spec."""
     from byzer_like import AsyncClient, DeploySpec
     from byzer_like.pool import deploy, undeploy
     from byzer_like.spec import BackendSpec, ResourceSpec
@@ -116,11 +118,9 @@ async def deploy_engine(engine: str, args: argparse.Namespace) -> tuple[Callable
     spec = DeploySpec(alias=f"bench_{engine}", backend=BackendSpec(infer_backend=engine, model_path=path,
                                                                    engine_kwargs=kwargs),
                       resources=ResourceSpec(cpus_per_worker=args.threads))
-    await asyncio.to_thread(deploy, spec, replace=True)
+    resolved = await asyncio.to_thread(deploy, spec, replace=True)
     client = AsyncClient(spec.alias, timeout=600)
-    # NOTE: the same sampling as the direct calls (llama-cpp's create_chat_completion uses repeat_penalty 1.0).
-    extra = ({"temperature": 0, "repetition_penalty": 1.0} if engine == "llama_cpp"
-             else {"temperature": 0, "ignore_eos": True})
+    extra = _sampling(engine)
 
     async def one() -> int:
         usage = None
@@ -131,32 +131,71 @@ async def deploy_engine(engine: str, args: argparse.Namespace) -> tuple[Callable
     async def close() -> None:
         await asyncio.to_thread(undeploy, spec.alias)
 
+    return one, close, resolved
+
+
+async def bare_actor(engine: str, args: argparse.Namespace, resolved: Any) -> tuple[Callable[[], Awaitable[int]], Any]:
+    """The same ``Worker`` (resolved spec: engine options, coalescing) in a bare Ray actor, its stream read here."""
+    import ray
+
+    from byzer_like.client import build_chat
+    from byzer_like.worker import Worker
+
+    actor = ray.remote(Worker).options(num_cpus=args.threads, max_concurrency=64).remote(resolved, 0)
+    await actor.start.remote()
+    req = build_chat(PROMPT, {"max_tokens": args.max_tokens, **_sampling(engine)})
+
+    async def one() -> int:
+        usage = None
+        async for ref in actor.chat_stream.remote(req):
+            usage = (await ref).usage or usage
+        return usage.completion_tokens
+
+    async def close() -> None:
+        await actor.shutdown.remote()
+        ray.kill(actor)
+
     return one, close
 
 
-async def deployed(engine: str, args: argparse.Namespace) -> dict[str, float]:
-    one, close = await deploy_engine(engine, args)
+def _sampling(engine: str) -> dict[str, Any]:
+    # NOTE: the same sampling as the direct calls (llama-cpp's create_chat_completion uses repeat_penalty 1.0).
+    return ({"temperature": 0, "repetition_penalty": 1.0} if engine == "llama_cpp"
+            else {"temperature": 0, "ignore_eos": True})
+
+
+async def deployed(engine: str, args: argparse.Namespace) -> tuple[dict[str, float], dict[str, float]]:
+    """vLLM: the deployment, then (the alias gone) the bare actor with its resolved spec."""
+    one, close, resolved = await deploy_engine(engine, args)
     try:
-        return await measure(one, args)
+        through = await measure(one, args)
+    finally:
+        await close()
+    one, close = await bare_actor(engine, args, resolved)
+    try:
+        return through, await measure(one, args)
     finally:
         await close()
 
 
-async def interleaved(engine: str, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Direct and deployed single streams, alternating rep by rep so machine drift hits both alike."""
+async def interleaved(engine: str, args: argparse.Namespace) -> tuple[dict[str, Any], ...]:
+    """Direct, bare-actor and deployed single streams, taking turns rep by rep so machine drift hits all alike."""
     direct_one, direct_close = await DIRECT[engine](args)
-    byzer_one, byzer_close = await deploy_engine(engine, args)
+    byzer_one, byzer_close, resolved = await deploy_engine(engine, args)
+    bare_one, bare_close = await bare_actor(engine, args, resolved)
+    paths = (direct_one, bare_one, byzer_one)
     try:
-        await direct_one()  # warm-up both
-        await byzer_one()
-        direct_runs, byzer_runs = [], []
+        for one in paths:  # warm-up
+            await one()
+        runs: list[list[tuple[int, float]]] = [[], [], []]
         for _ in range(args.reps):
-            direct_runs.append(await timed(direct_one))
-            byzer_runs.append(await timed(byzer_one))
+            for i, one in enumerate(paths):
+                runs[i].append(await timed(one))
     finally:
         direct_close()
+        await bare_close()
         await byzer_close()
-    return _rates(direct_runs), _rates(byzer_runs)
+    return tuple(_rates(r) for r in runs)
 
 
 def _rates(runs: list[tuple[int, float]]) -> dict[str, Any]:
@@ -173,11 +212,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     for engine in args.engines.split(","):
         if engine == "vllm":  # NOTE: two vLLM engines at once would fight over the KV cache and cores: one by one
             direct = await DIRECT[engine](args)
-            through = await deployed(engine, args)
+            through, bare = await deployed(engine, args)
         else:
-            direct, through = await interleaved(engine, args)
+            direct, bare, through = await interleaved(engine, args)
         ratios = {k: round(through[k] / direct[k], 3) for k in direct if k.endswith("tok_s")}
-        results[engine] = {"direct": direct, "byzer_like": through, "ratio": ratios}
+        over_bare = {k: round(through[k] / bare[k], 3) for k in bare if k.endswith("tok_s")}
+        results[engine] = {"direct": direct, "bare_actor": bare, "byzer_like": through, "ratio": ratios,
+                           "ratio_over_bare_actor": over_bare}
         print(json.dumps({engine: results[engine]}), flush=True)
     return results
 
