@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -102,8 +103,27 @@ class AliasMetrics:
         self.on = _active()
         self._gauges: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[float, float]] = {}
         self._workers: set[str] = set()
+        self._pending: list[tuple[str, float, dict[str, str]]] = []
 
     def _record(self, name: str, value: float, **tags: str) -> None:
+        if not self.on:
+            return
+        # NOTE: recorded on the next turn of the event loop, after the answer has left: off the request's latency
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._now(name, value, tags)
+            return
+        self._pending.append((name, value, tags))
+        if len(self._pending) == 1:
+            loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for name, value, tags in pending:
+            self._now(name, value, tags)
+
+    def _now(self, name: str, value: float, tags: dict[str, str]) -> None:
         if not self.on:
             return
         try:
