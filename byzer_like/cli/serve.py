@@ -19,9 +19,10 @@ from byzer_like.cli.options import connect_cli, ray_address_option
               help="byzerllm's spelling: one key on the command line (visible in `ps`; prefer --api-key-env).")
 @click.option("--request-timeout", "--request_timeout", "request_timeout", type=float, default=None,
               help="Seconds a non-streamed request may take before a 504.")
-@click.option("--server", type=click.Choice(["ray-serve", "uvicorn"]), default="ray-serve", show_default=True,
-              help="ray-serve: Serve's proxies and scalable replicas; uvicorn: one uvicorn server per node in a "
-                   "plain Ray actor (fewer hops; no replicas or gateway autoscaling). See docs/gateway.md.")
+@click.option("--server", type=click.Choice(["uvicorn", "ray-serve"]), default=None,
+              help="uvicorn [default]: one uvicorn server per node in a plain Ray actor (fewest hops); ray-serve: "
+                   "Ray Serve's proxies and --replicas replicas (the default when --replicas is given). "
+                   "See docs/gateway.md.")
 @click.option("--stop", "stop_it", is_flag=True, help="Stop the running gateway.")
 @ray_address_option
 def serve(host: str | None, port: int | None, replicas: int | None, api_key_env: str | None,
@@ -34,6 +35,7 @@ def serve(host: str | None, port: int | None, replicas: int | None, api_key_env:
 
     if server == "uvicorn" and replicas is not None:
         raise click.UsageError("--replicas applies to --server ray-serve; --server uvicorn runs one server per node")
+    server = server or ("ray-serve" if replicas is not None else "uvicorn")
     connect_cli(ray_address)
     if stop_it:
         stopped = [serve_app.stop(), actor_server.stop_actors()]
@@ -47,14 +49,22 @@ def serve(host: str | None, port: int | None, replicas: int | None, api_key_env:
     settings = GatewaySettings(**{k: v for k, v in given.items() if v is not None})
     auth = f"{len(keys.hashes)} API key(s)" if keys.enabled else "no API key (open)"
     if server == "uvicorn":
-        serve_app.stop()  # NOTE: one gateway at a time; the other kind may hold the port
-        nodes = actor_server.start_actors(settings, keys)
+        serve_address = serve_app.running_http_address()
+        if not serve_app.stop():  # NOTE: one gateway at a time; the other kind may hold the port
+            serve_address = None
+        nodes, moved_from = actor_server.start_actors(settings, keys)
+        if moved_from is None and serve_address is not None and serve_address != (settings.host, settings.port):
+            moved_from = f"{serve_address[0]}:{serve_address[1]}"
         url = actor_server.url_of(settings)
-        click.echo(f"gateway serving at {url} (uvicorn in a Ray actor on {len(nodes)} node(s), {auth}); "
+        moved = f" (moved from {moved_from})" if moved_from else ""
+        click.echo(f"gateway serving at {url}{moved} (uvicorn in a Ray actor on {len(nodes)} node(s), {auth}); "
                    f"OpenAI base_url {url}/v1; stop with `byzer-like serve --stop`")
         return
+    actor_address = actor_server.running_address()
     actor_server.stop_actors()
     url, moved_from = serve_app.start(settings, keys)
+    if moved_from is None and actor_address not in (None, f"{settings.host}:{settings.port}"):
+        moved_from = actor_address
     moved = f" (moved from {moved_from})" if moved_from else ""
     click.echo(f"gateway serving at {url}{moved} ({settings.replicas} replica(s), {auth}); "
                f"OpenAI base_url {url}/v1; stop with `byzer-like serve --stop`")

@@ -1,4 +1,4 @@
-"""The gateway served by uvicorn inside a plain Ray actor, one per node (``serve --server uvicorn``).
+"""The gateway served by uvicorn inside a plain Ray actor, one per node (``serve``'s default server).
 
 The same FastAPI app as the Ray Serve gateway, without Serve's HTTP proxy and replica hop in front of it: a request
 goes socket → uvicorn → app → router → worker. What Serve gives and this does not: replicas you can scale
@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 NAMESPACE = "byzer_like_gateway"  # NOTE: not the aliases' namespace, where every named actor is a router or worker
 ACTOR_PREFIX = "http/"
 START_TIMEOUT_S = 60.0
+BIND_WAIT_S = 10.0
 
 
 class GatewayServer:
@@ -45,20 +46,29 @@ class GatewayServer:
     async def start(self) -> str:
         """Listen; returns ``host:port`` once uvicorn accepts connections (or raises why it could not)."""
         if self.server is not None and self.server.started:
-            return f"{self.settings.host}:{self.settings.port}"
+            return self.address()
         import uvicorn
 
         from byzer_like.gateway.app import build_app
 
-        config = uvicorn.Config(build_app(self.settings, keys=self.keys), host=self.settings.host,
-                                port=self.settings.port, log_level="warning", access_log=False, lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.task = asyncio.ensure_future(self.server.serve())
-        while not self.server.started:
-            if self.task.done():  # NOTE: uvicorn logs why (port taken) and exits instead of raising
-                raise ClusterError(f"the gateway could not listen on {self.settings.host}:{self.settings.port} "
-                                   "(is the port in use? pick another with --port)")
-            await asyncio.sleep(0.05)
+        app = build_app(self.settings, keys=self.keys)
+        deadline = asyncio.get_running_loop().time() + BIND_WAIT_S
+        while True:  # NOTE: a gateway just stopped on this port may take a moment to let it go
+            config = uvicorn.Config(app, host=self.settings.host, port=self.settings.port, log_level="error",
+                                    access_log=False, lifespan="on")
+            self.server = uvicorn.Server(config)
+            self.task = asyncio.ensure_future(self.server.serve())
+            while not self.server.started and not self.task.done():
+                await asyncio.sleep(0.05)
+            if self.server.started:
+                return self.address()
+            if asyncio.get_running_loop().time() > deadline:  # NOTE: uvicorn exits instead of raising
+                raise ClusterError(f"the gateway could not listen on {self.address()} (is the port in use? pick "
+                                   "another with --port)")
+            await asyncio.sleep(0.25)
+
+    def address(self) -> str:
+        """``host:port`` this server listens on."""
         return f"{self.settings.host}:{self.settings.port}"
 
     async def stop(self) -> None:
@@ -69,10 +79,15 @@ class GatewayServer:
             await asyncio.wait([self.task], timeout=10)
 
 
-def start_actors(settings: GatewaySettings, keys: KeyTable | None = None) -> list[str]:
-    """Start (or replace) one gateway server actor on every alive node; returns the ``host:port`` of each."""
+def start_actors(settings: GatewaySettings, keys: KeyTable | None = None) -> tuple[list[str], str | None]:
+    """Start (or replace) one gateway server actor on every alive node.
+
+    Returns:
+        The ``host:port`` of each, and the address the gateway moved from (None when it did not move).
+    """
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    before = running_address()
     stop_actors()
     actor = ray.remote(GatewayServer)
     handles = []
@@ -83,13 +98,25 @@ def start_actors(settings: GatewaySettings, keys: KeyTable | None = None) -> lis
             scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),
         ).remote(settings, keys or KeyTable()))
     try:
-        return ray.get([h.start.remote() for h in handles], timeout=START_TIMEOUT_S)
+        addresses = ray.get([h.start.remote() for h in handles], timeout=START_TIMEOUT_S)
     except Exception as exc:
         for handle in handles:
             ray.kill(handle, no_restart=True)
         from byzer_like._ray import translate
 
         raise translate(exc) from None
+    here = f"{settings.host}:{settings.port}"
+    return addresses, before if before not in (None, here) else None
+
+
+def running_address() -> str | None:
+    """``host:port`` of the running gateway server actors, or None."""
+    for name in running_actors():
+        try:
+            return ray.get(ray.get_actor(name, namespace=NAMESPACE).address.remote(), timeout=10)
+        except Exception:  # noqa: BLE001 - gone or dying: try the next
+            continue
+    return None
 
 
 def url_of(settings: GatewaySettings) -> str:

@@ -1,4 +1,5 @@
-"""The gateway for real: ``byzer-like serve`` on the session cluster (Ray Serve's HTTP proxy), driven by the real
+"""The gateway for real: ``byzer-like serve`` on the session cluster (uvicorn in a Ray actor; Ray Serve's proxy in
+``test_ray_serve_server_option_serves_the_same_api``), driven by the real
 ``openai`` SDK (sync, async, streaming, embeddings), the real ``text_generation`` client and raw HTTP, against a
 llama.cpp SmolLM2 alias and echo aliases.
 """
@@ -243,21 +244,24 @@ def test_scaled_to_zero_alias_answers_after_a_cold_start(gateway, oai):
         undeploy("e2e_zero", force=True)
 
 
-def test_uvicorn_server_option_serves_the_same_api(gateway):
-    """``serve --server uvicorn``: the same app in a plain Ray actor replaces the Serve gateway; `--stop` ends it."""
+def test_ray_serve_server_option_serves_the_same_api(gateway):
+    """``serve --server ray-serve`` (Serve's proxy and replicas) replaces the default uvicorn gateway, serves the same
+    API, and says where it moved from; `--stop` ends it."""
     from tests.conftest import run_cli
 
     old_port, port = int(gateway.rsplit(":", 1)[1]), _free_port()
     keys = {"E2E_GW_KEYS": f"{KEY} limited=e2e_echo"}
     assert run_cli("serve", "--server", "uvicorn", "--replicas", "2", "--port", str(port)).returncode == 2
-    started = run_cli("serve", "--server", "uvicorn", "--port", str(port), "--api-key-env", "E2E_GW_KEYS", env=keys)
+    started = run_cli("serve", "--server", "ray-serve", "--port", str(port), "--api-key-env", "E2E_GW_KEYS",
+                      env=keys)
     try:
         assert started.returncode == 0, started.stderr
-        assert f"gateway serving at http://127.0.0.1:{port} (uvicorn in a Ray actor on 1 node(s)" in started.stdout
+        assert (f"gateway serving at http://127.0.0.1:{port} (moved from 127.0.0.1:{old_port}) (1 replica(s)"
+                in started.stdout), started.stdout
         assert KEY not in started.stdout + started.stderr
         url = f"http://127.0.0.1:{port}"
         _wait_ready(url)
-        with pytest.raises(httpx.HTTPError):  # one gateway at a time: the Serve one is gone
+        with pytest.raises(httpx.HTTPError):  # one gateway at a time: the uvicorn one is gone
             httpx.get(f"{gateway}/health", timeout=2)
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
         msg = [{"role": "user", "content": "one two three"}]
@@ -274,7 +278,7 @@ def test_uvicorn_server_option_serves_the_same_api(gateway):
         assert stopped.returncode == 0 and "gateway stopped" in stopped.stdout
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"{url}/health", timeout=2)
-    finally:  # the Serve gateway back where the module's fixture expects it
+    finally:  # the default gateway back where the module's fixture expects it
         back = run_cli("serve", "--port", str(old_port), "--api-key-env", "E2E_GW_KEYS", env=keys)
         assert back.returncode == 0, back.stderr
         _wait_ready(gateway)
