@@ -159,23 +159,37 @@ class OpenAIBackend(SaasBackend):
             yield Chunk(finish_reason=_finish(finish), usage=usage or Usage())
 
     async def answer_once(self, req: ChatRequest) -> ChatResponse:
-        """One non-streamed chat completion (the caller wants the answer in one piece: no SSE to parse)."""
+        """One non-streamed chat completion (the caller wants the answer in one piece: no SSE to parse).
+
+        The body is ours and plain JSON already, so it is posted as is and the answer read as JSON: the SDK's
+        per-request parameter transform and response models cost more CPU than the rest of the proxy. The SDK still
+        sends it (auth, Azure's deployment URLs, its error types); the idempotency key is the request's id.
+        """
+        from openai._base_client import make_request_options
+
         start = time.perf_counter()
-        kwargs = self.request_kwargs(req)
-        kwargs.pop("stream_options", None)
-        out = await self.client.chat.completions.create(**{**kwargs, "stream": False})
-        if not out.choices:
+        body = self.request_kwargs(req)
+        body.pop("stream_options", None)
+        body.update(body.pop("extra_body", None) or {}, stream=False)
+        out = await self.client.post("/chat/completions", body=body, cast_to=object, options=make_request_options(
+            idempotency_key=req.request_id, security={"bearer_auth": True}))
+        choices = out.get("choices") if isinstance(out, dict) else None
+        if not choices or not isinstance(choices[0], dict):
             raise UpstreamError(f"{self.provider} upstream answered without a choice")
-        choice = out.choices[0]
-        message = choice.message
-        calls = [ToolCall(id=c.id, function=FunctionCall(name=c.function.name, arguments=c.function.arguments or ""))
-                 for c in message.tool_calls or [] if getattr(c, "function", None) is not None] or None
-        usage = Usage(prompt_tokens=out.usage.prompt_tokens or 0, completion_tokens=out.usage.completion_tokens or 0) \
-            if out.usage is not None else Usage()
+        choice = choices[0]
+        message = choice.get("message") or {}
+        calls = [ToolCall(id=c.get("id") or "", function=FunctionCall(name=f.get("name") or "",
+                                                                      arguments=f.get("arguments") or ""))
+                 for c in message.get("tool_calls") or [] if isinstance(f := c.get("function"), dict)] or None
+        used = out.get("usage") or {}
+        usage = Usage(prompt_tokens=used.get("prompt_tokens") or 0,
+                      completion_tokens=used.get("completion_tokens") or 0)
+        reasoning = message.get("reasoning_content") or message.get("reasoning")
         total = time.perf_counter() - start
-        return ChatResponse(text=message.content or "", reasoning=_reasoning(message), tool_calls=calls,
-                            finish_reason=_finish(choice.finish_reason or "stop"), usage=usage,
-                            timings=Timings(first_token_s=total, total_s=total))
+        return ChatResponse(text=message.get("content") or "",
+                            reasoning=reasoning if isinstance(reasoning, str) else "", tool_calls=calls,
+                            finish_reason=_finish(choice.get("finish_reason") or "stop"),
+                            usage=usage, timings=Timings(first_token_s=total, total_s=total))
 
     async def embed_once(self, req: EmbeddingRequest) -> EmbeddingResponse:
         """One embeddings call (e.g. ``text-embedding-3-small``)."""
