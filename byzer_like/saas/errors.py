@@ -104,7 +104,7 @@ class ErrorMap:
 
 
 def transport_mappers() -> dict[type[BaseException], Mapper]:
-    """Timeouts and broken connections of the HTTP stacks the SDKs use (``httpx``; newer SDKs ``httpx2``).
+    """Timeouts and broken connections of the HTTP stacks in use (``httpx``; newer SDKs ``httpx2``; ``aiohttp``).
 
     A connection cut while an SDK iterates a streamed body can surface unwrapped from these.
     """
@@ -116,6 +116,12 @@ def transport_mappers() -> dict[type[BaseException], Mapper]:
             continue
         out[module.TimeoutException] = timeout_error
         out[module.TransportError] = connection_error
+    try:  # NOTE: the plain aiohttp session of unary OpenAI-compatible chats
+        import aiohttp
+    except ImportError:
+        return out
+    out[aiohttp.ClientError] = connection_error
+    out[aiohttp.ServerTimeoutError] = timeout_error
     return out
 
 

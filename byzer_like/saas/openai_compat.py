@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, AsyncIterator, ClassVar, Literal
 
@@ -111,6 +112,8 @@ class OpenAIBackend(SaasBackend):
     supported_structured = frozenset({"tools", "json_object", "json_schema"})
     provider = "openai"
     options: OpenAIOptions
+    _session: Any = None  # the plain aiohttp session of unary chats (``plain_http``), made on first use
+    _root = ""
 
     @classmethod
     def error_map(cls) -> ErrorMap:
@@ -162,8 +165,10 @@ class OpenAIBackend(SaasBackend):
         """One non-streamed chat completion (the caller wants the answer in one piece: no SSE to parse).
 
         The body is ours and plain JSON already, so it is posted as is and the answer read as JSON: the SDK's
-        per-request parameter transform and response models cost more CPU than the rest of the proxy. The SDK still
-        sends it (auth, Azure's deployment URLs, its error types); the idempotency key is the request's id.
+        per-request parameter transform, request building and response models cost more CPU than the rest of the
+        proxy. On the aiohttp transport the body goes out on one kept aiohttp session (``plain_http``); otherwise
+        (httpx, or a subclass with its own client such as Azure's deployment URLs) through the SDK's client, with the
+        request's id as idempotency key.
         """
         from openai._base_client import make_request_options
 
@@ -171,8 +176,11 @@ class OpenAIBackend(SaasBackend):
         body = self.request_kwargs(req)
         body.pop("stream_options", None)
         body.update(body.pop("extra_body", None) or {}, stream=False)
-        out = await self.client.post("/chat/completions", body=body, cast_to=object, options=make_request_options(
-            idempotency_key=req.request_id, security={"bearer_auth": True}))
+        if self.plain_http:
+            out = await self._post_plain("/chat/completions", body)
+        else:
+            out = await self.client.post("/chat/completions", body=body, cast_to=object, options=make_request_options(
+                idempotency_key=req.request_id, security={"bearer_auth": True}))
         choices = out.get("choices") if isinstance(out, dict) else None
         if not choices or not isinstance(choices[0], dict):
             raise UpstreamError(f"{self.provider} upstream answered without a choice")
@@ -190,6 +198,47 @@ class OpenAIBackend(SaasBackend):
                             reasoning=reasoning if isinstance(reasoning, str) else "", tool_calls=calls,
                             finish_reason=_finish(choice.get("finish_reason") or "stop"),
                             usage=usage, timings=Timings(first_token_s=total, total_s=total))
+
+    @property
+    def plain_http(self) -> bool:
+        """Unary chats go out on a bare aiohttp session: the aiohttp transport and the SDK's plain OpenAI client."""
+        return self.options.http_client == "aiohttp" and type(self).make_client is OpenAIBackend.make_client
+
+    async def _post_plain(self, path: str, body: dict[str, Any]) -> Any:
+        """POST ``body`` as JSON to the API root + ``path``; the answer's JSON, or our error for its status."""
+        import aiohttp
+
+        if self._session is None:
+            headers = {"Authorization": f"Bearer {self.secrets.get('api_key') or 'EMPTY'}",
+                       "Content-Type": "application/json"}
+            if self.options.organization:
+                headers["OpenAI-Organization"] = self.options.organization
+            self._session = aiohttp.ClientSession(headers=headers,
+                                                  timeout=aiohttp.ClientTimeout(total=self.options.timeout))
+            self._root = str(self.client.base_url).rstrip("/")  # NOTE: the SDK's resolution (OPENAI_BASE_URL too)
+        async with self._session.post(self._root + path, data=json.dumps(body)) as resp:
+            raw = await resp.read()
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                data = None
+            if resp.status >= 400:
+                inner = data.get("error") if isinstance(data, dict) else None
+                inner = inner if isinstance(inner, dict) else {}
+                code = inner.get("code")
+                raise error_for_status(self.provider, resp.status, body_message(data, resp.reason or "error"),
+                                       retry_after=retry_after_seconds(resp.headers), param=inner.get("param"),
+                                       code=code if isinstance(code, str) else None)
+            if not isinstance(data, dict):
+                raise UpstreamError(f"{self.provider} upstream answered {resp.status} with a body that is not JSON")
+            return data
+
+    async def shutdown(self) -> None:
+        """Close the plain HTTP session, then the SDK client."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        await super().shutdown()
 
     async def embed_once(self, req: EmbeddingRequest) -> EmbeddingResponse:
         """One embeddings call (e.g. ``text-embedding-3-small``)."""
