@@ -6,8 +6,8 @@ the engine allows) three ways: directly in this process (the reference); in a ba
 cost without ours, issue 13's target 5); through a 1-worker byzer_like deployment (client -> router for the slot ->
 the worker's stream). For vLLM also the aggregate tokens/s of 8 concurrent requests. Runs never overlap, so they
 do not compete for the cores: llama.cpp and transformers alternate rep by rep (machine drift hits all alike;
-min/max reported); vLLM runs one engine at a time (direct, then the deployment, then the bare actor: two vLLM
-engines at once would fight over the KV cache).
+min/max reported); vLLM runs the direct engine first, then the deployment and the bare actor side by side (single
+streams taking turns, then each one's 8-way aggregate while the other idles).
 
     BYZER_LIKE_CACHE=/tmp/bl_cache .venv/bin/python bench/engines.py --engines transformers,vllm
 """
@@ -95,15 +95,16 @@ async def direct_vllm(args: argparse.Namespace) -> dict[str, float]:
     return result
 
 
-async def measure(one: Callable[[], Awaitable[int]], args: argparse.Namespace) -> dict[str, float]:
-    """Single-stream median and aggregate at concurrency 8."""
+async def measure(one: Callable[[], Awaitable[int]], args: argparse.Namespace,
+                  single: bool = True) -> dict[str, float]:
+    """Single-stream median (unless ``single`` is False) and aggregate at concurrency 8."""
     await one()  # warm-up
-    single = med_rate([await timed(one) for _ in range(args.reps)])
+    out = {"single_tok_s": med_rate([await timed(one) for _ in range(args.reps)])} if single else {}
 
     async def eight() -> int:
         return sum(await asyncio.gather(*(one() for _ in range(8))))
 
-    return {"single_tok_s": single, "aggregate8_tok_s": med_rate([await timed(eight) for _ in range(args.reps)])}
+    return {**out, "aggregate8_tok_s": med_rate([await timed(eight) for _ in range(args.reps)])}
 
 
 # -- through byzer_like --------------------------------------------------------------------------------------------
@@ -165,16 +166,23 @@ def _sampling(engine: str) -> dict[str, Any]:
 
 
 async def deployed(engine: str, args: argparse.Namespace) -> tuple[dict[str, float], dict[str, float]]:
-    """vLLM: the deployment, then (the alias gone) the bare actor with its resolved spec."""
+    """vLLM: the deployment and the bare actor (its resolved spec) side by side: single streams taking turns rep by
+    rep, then each one's 8-way aggregate in turn (the other idle)."""
     one, close, resolved = await deploy_engine(engine, args)
+    bare_one, bare_close = await bare_actor(engine, args, resolved)
     try:
-        through = await measure(one, args)
+        await one()  # warm-up
+        await bare_one()
+        runs: list[list[tuple[int, float]]] = [[], []]
+        for _ in range(args.reps):
+            runs[0].append(await timed(one))
+            runs[1].append(await timed(bare_one))
+        through, bare = _rates(runs[0]), _rates(runs[1])
+        through["aggregate8_tok_s"] = (await measure(one, args, single=False))["aggregate8_tok_s"]
+        bare["aggregate8_tok_s"] = (await measure(bare_one, args, single=False))["aggregate8_tok_s"]
+        return through, bare
     finally:
-        await close()
-    one, close = await bare_actor(engine, args, resolved)
-    try:
-        return through, await measure(one, args)
-    finally:
+        await bare_close()
         await close()
 
 
