@@ -2,7 +2,9 @@
 
 The router holds no lock while waiting: a request that finds every slot taken parks a future in a bounded FIFO
 queue, and the release path hands the freed slot straight to the oldest waiter. A slot is returned however the
-request ends (done, error, cancelled, caller gone); a stream holds its slot until it ends.
+request ends (done, error, cancelled, caller gone); a stream holds its slot until it ends. Streams are read by the
+caller straight from the worker: the router grants the slot (``open_stream``) and takes it back when the stream
+ends (``close_stream``; see ``stream_lease``).
 
 A living pool (``shared/DESIGN.md``): each worker keeps one ``watch`` call open, which fails the moment the worker
 dies (``kill -9``, node loss, engine crash), and a periodic ``check_health`` catches hung or broken engines. A dead
@@ -25,7 +27,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 import ray
 from ray import exceptions as rex
@@ -40,7 +42,6 @@ from byzer_like.policy import DEAD, DRAINING, READY, STARTING, SlotPool, WorkerS
 from byzer_like.protocol import (
     ChatRequest,
     ChatResponse,
-    Chunk,
     CompletionRequest,
     EmbeddingRequest,
     EmbeddingResponse,
@@ -264,20 +265,8 @@ class Router:
         """Generate images on the LRU worker."""
         return await self._unary("generate_image", req)
 
-    async def chat_stream(self, req: ChatRequest) -> AsyncIterator[Chunk]:
-        """Stream a chat answer; the slot is held until the stream ends."""
-        with self.adapters.using(req.adapter):
-            async for chunk in self._stream("chat_stream", req):
-                yield chunk
-
-    async def complete_stream(self, req: CompletionRequest) -> AsyncIterator[Chunk]:
-        """Stream a completion; the slot is held until the stream ends."""
-        with self.adapters.using(req.adapter):
-            async for chunk in self._stream("complete_stream", req):
-                yield chunk
-
     # -- streams read by the caller from the worker (see ``stream_lease``) ------------------------------------
-    async def open_stream(self, adapter: str | None = None, attempt: int = 0) -> Lease:
+    async def open_stream(self, adapter: str | None = None) -> Lease:
         """Grant a slot (LRU worker, queue, adapter count) for one stream the caller reads from the worker."""
         arrived = time.perf_counter()
         self._check_serving()
@@ -289,7 +278,7 @@ class Router:
             raise
         lease_id, self.next_lease = self.next_lease, self.next_lease + 1
         self.leases[lease_id] = _Held(row, entry, adapter or "", arrived, time.perf_counter())
-        return Lease(lease_id, row.handle, row.index, attempt)
+        return Lease(lease_id, row.handle)
 
     def close_stream(self, lease_id: int, end: StreamEnd) -> bool:
         """A leased stream ended: hand its slot back (once) and count it.
@@ -301,8 +290,7 @@ class Router:
         held = self.leases.pop(lease_id, None)
         if held is None:  # NOTE: already closed (a cancel and the worker's own report), or a restarted router
             if retry:
-                self.retries += 1
-                self.metrics.retry()
+                self._count_retry()
             return retry
         row, now, ok = held.row, time.perf_counter(), end.outcome == "ok"
         self.slots.release(row, now - held.start, ok)
@@ -316,8 +304,7 @@ class Router:
         if outcome == "died":
             self._worker_died(row, BackendUnavailableError(end.reason or "the worker died"))
             if retry:
-                self.retries += 1
-                self.metrics.retry()
+                self._count_retry()
                 return True
             outcome, error_type = "error", "BackendUnavailableError"
         self.metrics.request(str(row.index), held.adapter_name, outcome, now - held.arrived,
@@ -376,62 +363,17 @@ class Router:
                     self.metrics.request(str(row.index), adapter, outcome, end - arrived, start - arrived,
                                          error_type)
 
-    async def _stream(self, method: str, req: Any) -> AsyncIterator[Chunk]:
-        attempt, arrived, adapter = 0, time.perf_counter(), getattr(req, "adapter", None) or ""
-        self._check_serving()
-        while True:
-            row = await self.slots.acquire()
-            start, ok, gen, sent = time.perf_counter(), False, None, 0
-            outcome, error_type = "error", None
-            try:
-                gen = getattr(row.handle, method).remote(req)
-                async for ref in gen:
-                    chunk = await ref
-                    self._count_chunk(row, adapter, chunk, sent, arrived)
-                    sent += 1
-                    yield chunk
-                ok, outcome = True, "ok"
-                return
-            except (asyncio.CancelledError, GeneratorExit):
-                outcome = "cancelled"
-                if gen is not None:
-                    ray.cancel(gen)
-                raise
-            except WORKER_DIED as exc:
-                error_type = "BackendUnavailableError"
-                if sent:
-                    self._worker_died(row, exc)
-                    raise BackendUnavailableError(
-                        f"the worker serving this stream died after {sent} chunk(s) were sent; the answer is "
-                        "incomplete, retry the request") from None
-                attempt = self._retry_after_death(row, exc, attempt)
-                outcome = "retried"
-            except Exception as exc:
-                err = translate(exc)
-                error_type = type(err).__name__
-                raise err from None
-            finally:
-                end = time.perf_counter()
-                self.slots.release(row, end - start, ok)
-                if outcome != "retried":
-                    self.metrics.request(str(row.index), adapter, outcome, end - arrived, start - arrived,
-                                         error_type)
-
-    def _count_chunk(self, row: WorkerSlot, adapter: str, chunk: Chunk, sent: int, arrived: float) -> None:
-        if chunk.usage is not None:
-            row.count_tokens(chunk.usage)
-            self.metrics.tokens(str(row.index), adapter, chunk.usage)
-        if not sent:
-            self.metrics.first_token(adapter, time.perf_counter() - arrived)
-
     def _retry_after_death(self, row: WorkerSlot, exc: BaseException, attempt: int) -> int:
         """A request's worker died: take it out, and return the next attempt number, or raise when none is left."""
         self._worker_died(row, exc)
         if attempt >= self.scaling.max_retries:
             raise translate(exc) from None
+        self._count_retry()
+        return attempt + 1
+
+    def _count_retry(self) -> None:
         self.retries += 1
         self.metrics.retry()
-        return attempt + 1
 
     # -- supervision -----------------------------------------------------------------------------------------
     def _create_worker(self, restarts: int = 0) -> WorkerSlot:

@@ -37,8 +37,6 @@ class Lease:
 
     id: int
     worker: Any
-    index: int
-    attempt: int
 
 
 @dataclass(frozen=True)
@@ -74,7 +72,7 @@ class LeasedStream:
     def ask(self) -> Any:
         """Ask the router for a slot (an ObjectRef of a :class:`Lease`)."""
         self.lease, self.gen = None, None
-        return self.router.open_stream.remote(getattr(self.req, "adapter", None), self.attempt)
+        return self.router.open_stream.remote(getattr(self.req, "adapter", None))
 
     def start(self, lease: Lease) -> Any:
         """Start the stream on the leased worker; returns its ObjectRef generator."""

@@ -18,6 +18,7 @@ import time
 from typing import Any, AsyncIterator, ClassVar, Literal
 
 import openai
+from openai._base_client import make_request_options
 from pydantic import Field
 
 from byzer_like.backends.base import EngineOptions
@@ -170,8 +171,6 @@ class OpenAIBackend(SaasBackend):
         (httpx, or a subclass with its own client such as Azure's deployment URLs) through the SDK's client, with the
         request's id as idempotency key.
         """
-        from openai._base_client import make_request_options
-
         start = time.perf_counter()
         body = self.request_kwargs(req)
         body.pop("stream_options", None)

@@ -232,7 +232,7 @@ def test_a_leased_stream_frees_its_slot_when_it_ends_and_an_unused_lease_is_take
     client = Client("r_lease")
     router = ray.get_actor("r_lease", namespace="byzer_like")
     # the router grants the slot; the chunks come from the worker itself, and its slot is back when the stream ends
-    lease = ray.get(router.open_stream.remote(None, 0))
+    lease = ray.get(router.open_stream.remote(None))
     assert client.stat()["state"] == [0]
     req = ChatRequest(messages=[{"role": "user", "content": "a b"}])
     chunks = [ray.get(ref) for ref in lease.worker.chat_stream.remote(req, lease.id)]
@@ -240,7 +240,7 @@ def test_a_leased_stream_frees_its_slot_when_it_ends_and_an_unused_lease_is_take
     assert ray.get(router.close_stream.remote(lease.id, StreamEnd("ok"))) is False  # closing twice is harmless
     assert client.stat()["state"] == [1] and client.stat()["total_requests"] == [1]
     # a caller gone between the grant and the call: the lease is taken back
-    ray.get(router.open_stream.remote(None, 0))
+    ray.get(router.open_stream.remote(None))
     assert client.stat()["state"] == [0]
     assert wait_for(lambda: client.stat()["state"] == [1], timeout=UNCLAIMED_S * 2)
     assert client.chat("still serving").text == "still serving"
